@@ -1,0 +1,75 @@
+"""The CNN: convolutional blocks, global average pooling, one dense logit.
+
+With a global-average-pooling head followed by a single dense layer, the class activation map
+(the dense layer applied at every position of the last feature maps) is exactly Grad-CAM for
+this network, so the serving model returns it as a second output and needs no gradient.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ml.preprocess import IMAGE_SIZE
+
+DEFAULT_FILTERS = (16, 32, 64, 128, 128)
+
+
+@keras.saving.register_keras_serializable(package="brainscan")
+class PerImageStandardization(layers.Layer):
+    """Zero mean, unit variance over the head (pixels above `floor`), per image.
+
+    Makes the network blind to a scanner's or sequence's overall brightness and contrast.
+    """
+
+    def __init__(self, floor: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.floor = floor
+
+    def call(self, images):
+        mask = ops.cast(images > self.floor, images.dtype)
+        count = ops.maximum(ops.sum(mask, axis=(1, 2, 3), keepdims=True), 1.0)
+        mean = ops.sum(images * mask, axis=(1, 2, 3), keepdims=True) / count
+        variance = ops.sum(ops.square(images - mean) * mask, axis=(1, 2, 3), keepdims=True) / count
+        return (images - mean) / ops.sqrt(variance + 1e-6)
+
+    def get_config(self):
+        return {**super().get_config(), "floor": self.floor}
+
+
+def build_classifier(size: int = IMAGE_SIZE, filters: tuple[int, ...] = DEFAULT_FILTERS,
+                     dropout: float = 0.3) -> keras.Model:
+    """(size, size, 1) in [0, 1] -> tumor probability (1,).
+
+    Every block but the last halves the resolution, so a 128 px input gives 8x8 feature maps,
+    the resolution of the heatmap.
+    """
+    inputs = keras.Input((size, size, 1), name="image")
+    x = PerImageStandardization(name="standardize")(inputs)
+    for index, width in enumerate(filters):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
+        x = layers.BatchNormalization(name=f"bn{index}")(x)
+        x = layers.ReLU(name=f"relu{index}")(x)
+        if index < len(filters) - 1:
+            x = layers.MaxPooling2D(name=f"pool{index}")(x)
+    features = x
+    x = layers.GlobalAveragePooling2D(name="gap")(features)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logit = layers.Dense(1, name="logit")(x)
+    probability = layers.Activation("sigmoid", name="probability")(logit)
+    return keras.Model(inputs, probability, name="brainscan_cnn")
+
+
+def build_serving_model(classifier: keras.Model) -> keras.Model:
+    """Same weights, two outputs: the probability and the class activation map (logit per cell).
+
+    The dense layer applied at each cell of the last feature maps gives a map whose mean is the
+    logit, because averaging and a linear layer commute.
+    """
+    features = classifier.get_layer(f"relu{_last_block(classifier)}").output
+    cam = classifier.get_layer("logit")(features)
+    return keras.Model(classifier.input, [classifier.output, cam], name="brainscan_serving")
+
+
+def _last_block(classifier: keras.Model) -> int:
+    return max(int(layer.name[4:]) for layer in classifier.layers if layer.name.startswith("relu"))
