@@ -1,0 +1,68 @@
+# BrainScan: `make run` starts everything on this machine; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/brainscan
+PYTEST_ARGS ?=
+
+.PHONY: run test test-sqlite test-postgres migrate seed worker web train-release benchmarks clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(RUN_STAMP)
+
+migrate: $(RUN_STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+## Web server and a real Celery worker (with the sweeper) on the embedded defaults; Ctrl-C stops both.
+run: seed
+	@echo "BrainScan on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) -m celery -A brainscan worker -B --schedule var/celerybeat-schedule -Q inference,default \
+		--concurrency $(WORKERS) --loglevel INFO & \
+	$(PY) -m gunicorn brainscan.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - & \
+	wait
+
+## The whole suite on SQLite, then on PostgreSQL (when it is reachable; CI requires it).
+test: $(DEV_STAMP) test-sqlite test-postgres
+
+test-sqlite: $(DEV_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(DEV_STAMP)
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -m "not no_db" $(PYTEST_ARGS); \
+	elif [ "$$BRAINSCAN_REQUIRE_SERVICES" = "1" ]; then \
+		echo "PostgreSQL is required but not reachable on 127.0.0.1:5432"; exit 1; \
+	else \
+		echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; \
+	fi
+
+## Train the release model on the shared dataset (about an hour on 2 cores), with the augmentation ablation.
+train-release: $(RUN_STAMP)
+	$(PY) manage.py train_model --data $${BRAINSCAN_DATASET:-../shared/datasets/brain-mri} --ablation
+
+benchmarks: $(DEV_STAMP)
+	$(PY) -m benchmarks.inference
+	$(PY) -m benchmarks.end_to_end
+
+clean:
+	rm -rf var/test var/cache staticfiles

@@ -1,0 +1,48 @@
+"""The Celery application: inference on its own queue, everything else on the default one."""
+
+import os
+
+from celery import Celery
+from django.conf import settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brainscan.settings")
+
+app = Celery("brainscan")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+def _broker_options() -> dict:
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        folder = settings.CELERY_BROKER_FOLDER
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"), "store_processed": False}
+    options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT}
+    if settings.BROKER_KEY_PREFIX:
+        options["global_keyprefix"] = settings.BROKER_KEY_PREFIX
+    return options
+
+
+app.conf.update(
+    broker_transport_options=_broker_options(),
+    broker_connection_retry_on_startup=True,
+    # A message is acknowledged only once its study is stored, and comes back if the process
+    # running it dies; the study's atomic claim makes a second delivery harmless.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
+    task_time_limit=settings.TASK_TIME_LIMIT,
+    task_ignore_result=True,
+    task_default_queue="default",
+    task_routes={"diagnosis.tasks.assess_study": {"queue": "inference"}},
+    task_serializer="json",
+    accept_content=["json"],
+    worker_hijack_root_logger=False,
+    timezone=settings.TIME_ZONE,
+    beat_schedule={
+        "requeue-stale-studies": {"task": "diagnosis.tasks.requeue_stale", "schedule": settings.SWEEP_EVERY_SECONDS},
+    },
+)
+app.autodiscover_tasks()

@@ -1,0 +1,82 @@
+"""Strict parsing of environment variables: a bad value stops the process with its name.
+
+Every variable the application reads is declared through these helpers, so the README's table
+and `.env.example` can be checked against `DECLARED`.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+DECLARED: dict[str, str] = {}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _raw(name: str, help_text: str) -> str | None:
+    DECLARED[name] = help_text
+    value = os.environ.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def string(name: str, default: str | None = None, help: str = "") -> str | None:
+    value = _raw(name, help)
+    return default if value is None else value
+
+
+def required(name: str, help: str = "") -> str:
+    value = _raw(name, help)
+    if value is None:
+        raise ImproperlyConfigured(f"The environment variable {name} is required ({help}).")
+    return value
+
+
+def boolean(name: str, default: bool, help: str = "") -> bool:
+    value = _raw(name, help)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off.")
+
+
+def integer(name: str, default: int, help: str = "", minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name, help)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ImproperlyConfigured(f"{name}={number} is outside [{minimum}, {maximum}].")
+    return number
+
+
+def string_list(name: str, default: list[str], help: str = "") -> list[str]:
+    value = _raw(name, help)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def choice(name: str, default: str, choices: tuple[str, ...], help: str = "") -> str:
+    value = string(name, default, help)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}.")
+    return value
+
+
+def url(name: str, default: str | None, schemes: tuple[str, ...], help: str = "") -> str | None:
+    value = string(name, default, help)
+    if value is None:
+        return None
+    scheme = urlparse(value).scheme
+    if scheme not in schemes:
+        raise ImproperlyConfigured(f"{name} must be a URL with one of the schemes {', '.join(schemes)}; got {scheme!r}.")
+    return value

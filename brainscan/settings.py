@@ -1,0 +1,297 @@
+"""BrainScan settings: everything that differs between machines comes from the environment.
+
+With no variable set, BrainScan runs on one machine with SQLite, files under var/ and a
+filesystem message broker. `BRAINSCAN_PRODUCTION=1` turns on the secure settings and makes the
+secret key and allowed hosts mandatory. See the README's configuration table.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from brainscan import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.string("BRAINSCAN_VAR_DIR", str(BASE_DIR / "var"), "Folder for the SQLite database, "
+                          "local files and the filesystem broker"))
+
+PRODUCTION = env.boolean("BRAINSCAN_PRODUCTION", False, "Turn on the secure production settings")
+DEBUG = env.boolean("DJANGO_DEBUG", False, "Django debug pages (never in production)")
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG cannot be on when BRAINSCAN_PRODUCTION is on.")
+
+
+def _development_secret_key() -> str:
+    """A random key kept in var/, so sessions survive restarts on a development machine."""
+    from django.core.management.utils import get_random_secret_key
+
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(get_random_secret_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+_SECRET_HELP = "Django secret key; required in production"
+SECRET_KEY = (env.required("DJANGO_SECRET_KEY", _SECRET_HELP) if PRODUCTION
+              else env.string("DJANGO_SECRET_KEY", None, _SECRET_HELP) or _development_secret_key())
+if PRODUCTION and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 characters in production.")
+
+ALLOWED_HOSTS = env.string_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"],
+                                "Comma-separated host names the site answers to")
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required in production.")
+CSRF_TRUSTED_ORIGINS = env.string_list("DJANGO_CSRF_TRUSTED_ORIGINS", [], "Comma-separated origins "
+                                       "(https://host) allowed to post forms, when behind a proxy")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "csp",
+    "diagnosis",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "diagnosis.middleware.RequestBodyLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "brainscan.urls"
+WSGI_APPLICATION = "brainscan.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env.url("DATABASE_URL", f"sqlite:///{VAR_DIR / 'brainscan.sqlite3'}",
+                       ("sqlite", "postgres", "postgresql", "pgsql"),
+                       "Database; sqlite:///path (default, under var/) or postgres://user:pass@host:5432/name")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # IMMEDIATE makes concurrent writers queue instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30,
+                                       "init_command": "PRAGMA journal_mode=WAL;"}
+    # A file, not memory, so that worker processes started by the tests see the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-brainscan.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (login throttling and API throttling share it across processes) -------------------
+REDIS_URL = env.url("REDIS_URL", None, ("redis", "rediss"), "Redis for the cache and, unless "
+                    "CELERY_BROKER_URL says otherwise, the Celery broker")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
+}
+
+# --- Files --------------------------------------------------------------------------------------
+STORAGE_BACKEND = env.choice("BRAINSCAN_STORAGE", "local", ("local", "s3"),
+                             "Where scans and heatmaps are kept: local (disk under BRAINSCAN_MEDIA_ROOT) or s3")
+MEDIA_ROOT = Path(env.string("BRAINSCAN_MEDIA_ROOT", str(VAR_DIR / "media"), "Folder for scans and heatmaps "
+                             "with the local storage"))
+MEDIA_URL = None  # scans are never served from a public URL; see diagnosis.files
+X_ACCEL_REDIRECT_PREFIX = env.string("BRAINSCAN_X_ACCEL_PREFIX", None, "With local storage behind nginx: the "
+                                     "internal location that maps to BRAINSCAN_MEDIA_ROOT (e.g. /protected/)")
+if STORAGE_BACKEND == "s3":
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.required("AWS_STORAGE_BUCKET_NAME", "S3 bucket for scans and heatmaps"),
+            "endpoint_url": env.url("AWS_S3_ENDPOINT_URL", None, ("http", "https"),
+                                    "S3 endpoint, for MinIO or another S3-compatible server"),
+            "region_name": env.string("AWS_S3_REGION_NAME", None, "S3 region"),
+            "access_key": env.string("AWS_ACCESS_KEY_ID", None, "S3 access key"),
+            "secret_key": env.string("AWS_SECRET_ACCESS_KEY", None, "S3 secret key"),
+            "default_acl": "private",
+            "file_overwrite": True,
+            "querystring_auth": True,
+            "querystring_expire": env.integer("BRAINSCAN_S3_URL_SECONDS", 60, "Lifetime of a pre-signed "
+                                              "S3 link to a scan", minimum=5, maximum=3600),
+            "signature_version": "s3v4",
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None,
+                                    "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700}}
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if PRODUCTION
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# --- Uploads ------------------------------------------------------------------------------------
+MAX_UPLOAD_BYTES = env.integer("BRAINSCAN_MAX_UPLOAD_MB", 25, "Largest accepted file, in MB",
+                               minimum=1, maximum=1024) * 1024 * 1024
+MAX_FILES_PER_STUDY = env.integer("BRAINSCAN_MAX_FILES", 20, "Most files in one study", minimum=1, maximum=500)
+MAX_IMAGE_PIXELS = env.integer("BRAINSCAN_MAX_IMAGE_PIXELS", 25_000_000, "Most pixels in one decoded image",
+                               minimum=10_000)
+MAX_DICOM_FRAMES = env.integer("BRAINSCAN_MAX_DICOM_FRAMES", 64, "Most frames taken from one DICOM file",
+                               minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_STUDY + 1
+FILE_UPLOAD_PERMISSIONS = 0o600
+
+# --- Model --------------------------------------------------------------------------------------
+MODEL_DIR = Path(env.string("BRAINSCAN_MODEL_DIR", str(BASE_DIR / "models"), "Model registry folder"))
+MODEL_VERSION = env.string("BRAINSCAN_MODEL_VERSION", None, "Serve this version instead of models/ACTIVE")
+INFERENCE_THREADS = env.integer("BRAINSCAN_INFERENCE_THREADS", 1, "Threads per worker process for the network "
+                                "(processes x threads should equal cores)", minimum=1, maximum=64)
+INFERENCE_BATCH = env.integer("BRAINSCAN_INFERENCE_BATCH", 8, "Most waiting studies a worker takes together",
+                              minimum=1, maximum=256)
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.url("CELERY_BROKER_URL", REDIS_URL or "filesystem://",
+                            ("redis", "rediss", "amqp", "pyamqp", "filesystem", "sqla+sqlite", "sqla+postgresql"),
+                            "Celery broker; default REDIS_URL, else a folder under var/ (no server needed)")
+CELERY_BROKER_FOLDER = VAR_DIR / "broker"
+BROKER_KEY_PREFIX = env.string("BRAINSCAN_BROKER_PREFIX", "", "Prefix of every broker key in Redis, to share one "
+                               "Redis between installations")
+TASK_SOFT_TIME_LIMIT = env.integer("BRAINSCAN_TASK_SOFT_SECONDS", 60, "Soft time limit of one task", minimum=1)
+TASK_TIME_LIMIT = TASK_SOFT_TIME_LIMIT + 15
+STUDY_MAX_ATTEMPTS = env.integer("BRAINSCAN_STUDY_MAX_ATTEMPTS", 3, "Attempts before a study is failed", minimum=1)
+STALE_AFTER_SECONDS = env.integer("BRAINSCAN_STALE_SECONDS", 120, "A queued or running study untouched this long "
+                                  "is re-queued by the sweeper", minimum=5)
+SWEEP_EVERY_SECONDS = env.integer("BRAINSCAN_SWEEP_SECONDS", 60, "How often the sweeper runs", minimum=1)
+BROKER_VISIBILITY_TIMEOUT = max(TASK_TIME_LIMIT * 4, STALE_AFTER_SECONDS * 2)
+
+# --- Authentication and sessions ----------------------------------------------------------------
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "worklist"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = env.integer("BRAINSCAN_SESSION_MINUTES", 480, "Session lifetime in minutes",
+                                 minimum=5) * 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+AXES_FAILURE_LIMIT = env.integer("BRAINSCAN_LOGIN_FAILURE_LIMIT", 5, "Failed logins before a lockout", minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.integer("BRAINSCAN_LOCKOUT_MINUTES", 15, "Lockout length in minutes",
+                                                  minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
+# --- Security headers -----------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.boolean("BRAINSCAN_SSL_REDIRECT", True, "Redirect http to https in production")
+    SECURE_HSTS_SECONDS = env.integer("BRAINSCAN_HSTS_SECONDS", 31_536_000, "HSTS max-age in production", minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+if env.boolean("BRAINSCAN_BEHIND_PROXY", False, "Trust X-Forwarded-Proto from a TLS-terminating proxy"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- REST API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.string("BRAINSCAN_API_ANON_RATE", "30/minute", "API requests per anonymous address"),
+        "user": env.string("BRAINSCAN_API_USER_RATE", "600/minute", "API requests per user"),
+    },
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 25,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BrainScan API",
+    "DESCRIPTION": "Submit brain MRI slices and read the CNN's tumor assessments.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Demo and data ------------------------------------------------------------------------------
+DEMO_PASSWORD = env.string("BRAINSCAN_DEMO_PASSWORD", None, "Password of the demo accounts made by seed_demo "
+                           "(generated and printed when unset)")
+DATASET_DIR = env.string("BRAINSCAN_DATASET", str(BASE_DIR.parent / "shared" / "datasets" / "brain-mri"),
+                         "Labelled MRI folder used by tests and the release training")
+ANALYTICS_DIR = "analytics"  # prefix inside the default storage
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env.string("BRAINSCAN_TIME_ZONE", "UTC", "Time zone for displayed dates")
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.choice("BRAINSCAN_LOG_LEVEL", "INFO",
+                                                          ("DEBUG", "INFO", "WARNING", "ERROR"), "Log level")},
+    "loggers": {"axes": {"level": "WARNING"}},
+}

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class DiagnosisConfig(AppConfig):
+    name = "diagnosis"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from diagnosis import signals  # noqa: F401  (audit of logins)

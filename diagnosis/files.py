@@ -1,0 +1,31 @@
+"""Serve a stored scan or heatmap to someone already allowed to see it.
+
+Files never have a public URL. Locally the application streams them (or hands the transfer to
+nginx with X-Accel-Redirect); on S3 it redirects to a pre-signed link that expires in a minute.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+
+
+def private_file_response(name: str, *, download_name: str | None = None) -> HttpResponse:
+    if not name:
+        raise Http404("No such file")
+    if settings.STORAGE_BACKEND == "s3":
+        response = HttpResponseRedirect(default_storage.url(name))
+    elif settings.X_ACCEL_REDIRECT_PREFIX:
+        response = HttpResponse(content_type="image/png")
+        response["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + name
+    else:
+        try:
+            handle = default_storage.open(name, "rb")
+        except FileNotFoundError:
+            raise Http404("The file is no longer stored") from None
+        response = FileResponse(handle, content_type="image/png")
+    if download_name:
+        response["Content-Disposition"] = f'attachment; filename="{download_name}"'
+    response["Cache-Control"] = "private, no-store"
+    return response

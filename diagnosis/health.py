@@ -1,0 +1,80 @@
+"""GET /healthz: is every part BrainScan needs up? 200 when all are, 503 otherwise."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from diagnosis.inference import ModelUnavailable, serving_version
+from diagnosis.models import WorkerHeartbeat
+
+HEARTBEAT_STALE_SECONDS = 90
+
+
+def check_database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True, "engine": connection.vendor}
+
+
+def check_broker() -> dict:
+    from brainscan.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return {"ok": True, "transport": conn.transport.driver_type}
+
+
+def check_storage() -> dict:
+    name = default_storage.save(f"healthz/{uuid.uuid4().hex}", ContentFile(b"ok"))
+    try:
+        with default_storage.open(name, "rb") as handle:
+            readable = handle.read() == b"ok"
+    finally:
+        default_storage.delete(name)
+    return {"ok": readable, "backend": settings.STORAGE_BACKEND}
+
+
+def check_model() -> dict:
+    version = serving_version()
+    return {"ok": version.onnx_path.is_file(), "version": version.name}
+
+
+def check_worker() -> dict:
+    beat = WorkerHeartbeat.objects.order_by("-last_seen").first()
+    if beat is None:
+        return {"ok": False, "error": "no worker has reported yet"}
+    age = (timezone.now() - beat.last_seen).total_seconds()
+    return {"ok": age <= HEARTBEAT_STALE_SECONDS, "last_heartbeat_age_s": round(age, 1),
+            "workers": WorkerHeartbeat.objects.filter(
+                last_seen__gte=timezone.now() - timedelta(seconds=HEARTBEAT_STALE_SECONDS)).count(),
+            "model_version": beat.model_version}
+
+
+CHECKS = {"database": check_database, "broker": check_broker, "storage": check_storage, "model": check_model,
+          "worker": check_worker}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    report = {}
+    for name, check in CHECKS.items():
+        try:
+            report[name] = check()
+        except ModelUnavailable as error:
+            report[name] = {"ok": False, "error": str(error)}
+        except Exception as error:  # a health check reports every failure instead of raising it
+            report[name] = {"ok": False, "error": type(error).__name__}
+    healthy = all(part["ok"] for part in report.values())
+    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": report},
+                        status=200 if healthy else 503)

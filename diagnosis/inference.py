@@ -1,0 +1,43 @@
+"""The predictor a worker process keeps for its whole life, loaded once."""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from ml.predictor import Predictor
+from ml.registry import ModelRegistry, ModelVersion, RegistryError
+
+_lock = threading.Lock()
+_predictor: Predictor | None = None
+
+
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def registry() -> ModelRegistry:
+    return ModelRegistry(settings.MODEL_DIR)
+
+
+def serving_version() -> ModelVersion:
+    """The version this installation serves: BRAINSCAN_MODEL_VERSION, else the registry's active one."""
+    try:
+        return registry().get(settings.MODEL_VERSION) if settings.MODEL_VERSION else registry().active()
+    except RegistryError as error:
+        raise ModelUnavailable(str(error)) from error
+
+
+def get_predictor() -> Predictor:
+    global _predictor
+    if _predictor is None:
+        with _lock:
+            if _predictor is None:
+                version = serving_version()
+                try:
+                    version.verify()
+                except RegistryError as error:
+                    raise ModelUnavailable(str(error)) from error
+                _predictor = Predictor(version, threads=settings.INFERENCE_THREADS)
+    return _predictor

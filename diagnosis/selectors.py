@@ -1,0 +1,121 @@
+"""Reads, with the access rules in one place.
+
+A clinician sees the patients whose care team they belong to, and the studies of those patients;
+an administrator (staff) sees everything. Views and API endpoints start from these querysets, so
+an object outside them answers 404 rather than confirming that it exists.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
+
+from diagnosis.inference import registry
+from diagnosis.models import Consent, Patient, Prediction, Study, StudyImage
+from ml.features import FEATURE_DESCRIPTIONS
+from ml.registry import RegistryError
+
+TRIAGE, NEWEST = "triage", "newest"
+
+
+def is_admin(user) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def patients_for(user) -> QuerySet[Patient]:
+    if not user.is_authenticated:
+        return Patient.objects.none()
+    patients = Patient.objects.all() if is_admin(user) else Patient.objects.filter(care_team=user)
+    active_consent = Consent.objects.active(Consent.Scope.AI_ANALYSIS).filter(patient=OuterRef("pk"))
+    return patients.annotate(has_consent=Exists(active_consent)).distinct()
+
+
+def studies_for(user) -> QuerySet[Study]:
+    if not user.is_authenticated:
+        return Study.objects.none()
+    studies = Study.objects.select_related("patient", "submitted_by")
+    if is_admin(user):
+        return studies
+    return studies.filter(patient__in=Patient.objects.filter(care_team=user))
+
+
+def images_for(user) -> QuerySet[StudyImage]:
+    return StudyImage.objects.filter(study__in=studies_for(user).values("pk"))
+
+
+def predictions_for(user) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(image__in=images_for(user).values("pk"))
+
+
+def worklist(user, *, mine_only: bool = True, patient_query: str = "", status: str = "",
+             order: str = NEWEST) -> QuerySet[Study]:
+    """The studies a clinician works through: newest first, or likely positives first (triage)."""
+    studies = studies_for(user)
+    if mine_only and not is_admin(user):
+        studies = studies.filter(submitted_by=user)
+    if patient_query:
+        studies = studies.filter(patient__code__icontains=patient_query.strip())
+    if status:
+        studies = studies.filter(status=status)
+    studies = studies.annotate(image_count=Count("images"))
+    if order == TRIAGE:
+        # Most suspicious first; studies without a result yet come after every result.
+        return studies.order_by(F("probability").desc(nulls_last=True), "-created_at")
+    return studies.order_by("-created_at")
+
+
+def study_with_results(study: Study) -> Study:
+    """Refetch a study with its images and their predictions in three queries."""
+    return (
+        Study.objects.select_related("patient", "submitted_by")
+        .prefetch_related(Prefetch("images", queryset=StudyImage.objects.prefetch_related("predictions")))
+        .prefetch_related("readings__clinician")
+        .get(pk=study.pk)
+    )
+
+
+def latest_prediction(image: StudyImage) -> Prediction | None:
+    """The newest prediction of an image (a study re-run by a newer model keeps both)."""
+    predictions = sorted(image.predictions.all(), key=lambda p: p.created_at)
+    return predictions[-1] if predictions else None
+
+
+@lru_cache(maxsize=16)
+def model_card(version: str) -> dict:
+    """A registered version's model card; {} for a version no longer installed."""
+    try:
+        return registry().get(version).card
+    except RegistryError:
+        return {}
+
+
+def feature_rows(prediction: Prediction) -> list[dict]:
+    """The texture features of a prediction beside each label's typical range and their contribution."""
+    card = model_card(prediction.model_version)
+    ranges = card.get("feature_ranges", {})
+    contribution = {row["feature"]: row["contribution"] for row in prediction.feature_contributions}
+    return [
+        {
+            "name": name, "description": FEATURE_DESCRIPTIONS.get(name, ""), "value": value,
+            "typical_no_tumor": ranges.get(name, {}).get("no_tumor"),
+            "typical_tumor": ranges.get(name, {}).get("tumor"),
+            "contribution": contribution.get(name),
+        }
+        for name, value in prediction.features.items()
+    ]
+
+
+EXPORT_COLUMNS = ["study", "submitted_at", "patient", "submitted_by", "status", "result", "probability",
+                  "model_version", "images", "finished_at", "error"]
+
+
+def export_rows(studies: QuerySet[Study]):
+    """One CSV row per study; a formula-looking cell is prefixed so spreadsheets do not run it."""
+    versions = dict(Prediction.objects.filter(image__study__in=studies).values_list("image__study_id", "model_version"))
+    for study in studies.annotate(n_images=Count("images")):
+        row = [str(study.pk), study.created_at.isoformat(), study.patient.code, study.submitted_by.get_username(),
+               study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
+               versions.get(study.pk, ""), study.n_images,
+               study.finished_at.isoformat() if study.finished_at else "", study.error]
+        yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@") else cell for cell in row]

@@ -1,0 +1,445 @@
+"""Every write of the diagnosis app: submitting, assessing, retrying, reading, consent, erasure.
+
+A study moves queued -> processing -> completed | failed (or cancelled when consent is
+withdrawn before it starts). Each move is a conditional UPDATE on the current state, so two
+deliveries of one task, or a worker and the sweeper, can never both act on a study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from diagnosis import audit
+from diagnosis.inference import ModelUnavailable, get_predictor
+from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage
+from diagnosis.selectors import patients_for
+from diagnosis.uploads import Rejection, decode_uploads
+from ml.explain import heatmap_png
+from ml.imaging import UnreadableImage, encode_png, read_image
+from ml.predictor import TUMOR, Assessment
+
+log = logging.getLogger(__name__)
+Action = AuditEvent.Action
+Status = Study.Status
+
+
+class ServiceError(Exception):
+    """A request that cannot be carried out; the message is meant for the user."""
+
+    code = "invalid"
+
+
+class NotAllowed(ServiceError):
+    code = "not_allowed"
+
+
+class ConsentRequired(ServiceError):
+    code = "consent_required"
+
+
+class NothingUsable(ServiceError):
+    """None of the uploaded files could be used; nothing was stored."""
+
+    code = "no_usable_file"
+
+    def __init__(self, message: str, rejections: list[Rejection]):
+        super().__init__(message)
+        self.rejections = rejections
+
+
+class TransientError(Exception):
+    """Worth trying again later: the database, storage or model was briefly unavailable."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors = [DatabaseError, OSError, TimeoutError, ModelUnavailable, SoftTimeLimitExceeded]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+TRANSIENT_ERRORS = _transient_errors()
+
+
+# --- Submitting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    study: Study
+    rejections: list[Rejection] = field(default_factory=list)
+    created: bool = True
+
+
+def submit_study(*, user, patient: Patient, uploads: list, request=None, via: str = "web",
+                 idempotency_key: str = "") -> Submission:
+    """Store the usable files as a new queued study and enqueue it once the transaction commits.
+
+    Files that cannot be used are reported in `rejections` and audited; the others go through.
+    With an idempotency key, a repeated submission returns the study the first one created.
+    """
+    if idempotency_key:
+        existing = Study.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return Submission(existing, created=False)
+    check_can_submit(user, patient)
+    if not uploads:
+        raise ServiceError("Choose at least one image to upload.")
+    if len(uploads) > settings.MAX_FILES_PER_STUDY:
+        raise ServiceError(f"A study holds at most {settings.MAX_FILES_PER_STUDY} files; {len(uploads)} were sent.")
+    slices, rejections = decode_uploads(uploads)
+    for rejection in rejections:
+        audit.record(Action.UPLOAD_REJECTED, actor=user, request=request, patient_code=patient.code, via=via,
+                     details={"reason": rejection.code})
+    if len(slices) > settings.MAX_FILES_PER_STUDY:
+        raise ServiceError(f"The files hold {len(slices)} images; a study holds at most "
+                           f"{settings.MAX_FILES_PER_STUDY}.")
+    if not slices:
+        raise NothingUsable("None of the files could be used; nothing was stored.", rejections)
+    stored: list[str] = []
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(patient=patient, submitted_by=user, idempotency_key=idempotency_key,
+                                         enqueued_at=timezone.now())
+            for position, piece in enumerate(slices):
+                png = encode_png(piece.gray)
+                image = StudyImage(study=study, position=position, source_format=piece.source_format,
+                                   width=piece.gray.shape[1], height=piece.gray.shape[0],
+                                   sha256=hashlib.sha256(png).hexdigest(), acquisition=piece.acquisition)
+                image.file.save("scan.png", ContentFile(png), save=False)
+                stored.append(image.file.name)
+                image.save()
+            audit.record(Action.STUDY_CREATED, actor=user, request=request, obj=study, patient_code=patient.code,
+                         via=via, details={"images": len(slices), "rejected_files": len(rejections)})
+            enqueue(study)
+    except IntegrityError:
+        _delete_files(stored)
+        if idempotency_key:  # the same key won a race in another request
+            return Submission(Study.objects.get(submitted_by=user, idempotency_key=idempotency_key), created=False)
+        raise
+    except BaseException:
+        _delete_files(stored)
+        raise
+    return Submission(study, rejections)
+
+
+def check_can_submit(user, patient: Patient) -> None:
+    if not patients_for(user).filter(pk=patient.pk).exists():
+        raise NotAllowed("You are not on this patient's care team.")
+    if not patient.has_active_consent(Consent.Scope.AI_ANALYSIS):
+        raise ConsentRequired(f"Patient {patient.code} has no active consent for AI analysis. Record the "
+                              "patient's consent (an administrator can) before submitting a study.")
+
+
+def enqueue(study: Study) -> None:
+    """Send the study's task after the surrounding transaction commits.
+
+    If the broker is down the study simply stays queued: the sweeper sends it again later.
+    """
+    from diagnosis.tasks import assess_study
+
+    study_id = str(study.pk)
+
+    def send() -> None:
+        try:
+            assess_study.apply_async(args=[study_id], retry=False)
+        except Exception as error:  # any broker failure; the study is safe in the database
+            log.warning("Could not enqueue study %s (%s); the sweeper will retry", study_id, type(error).__name__)
+
+    transaction.on_commit(send)
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:
+            log.exception("Could not delete stored file %s", name)
+
+
+# --- Assessing (runs in the worker) ------------------------------------------------------------------
+
+
+def _claimable(now) -> Q:
+    return Q(status=Status.QUEUED) | Q(status=Status.PROCESSING, lease_expires_at__lt=now)
+
+
+def claim(study_ids: list, token: str) -> list[Study]:
+    """Atomically take the given studies that nobody holds; return the ones taken."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.TASK_TIME_LIMIT + 5)
+    Study.objects.filter(pk__in=study_ids).filter(_claimable(now)).filter(
+        attempts__lt=settings.STUDY_MAX_ATTEMPTS
+    ).update(status=Status.PROCESSING, claim=token, lease_expires_at=lease, attempts=F("attempts") + 1,
+             started_at=now, error="", error_code="", updated_at=now)
+    exhausted = list(Study.objects.filter(pk__in=study_ids).filter(_claimable(now)).filter(
+        attempts__gte=settings.STUDY_MAX_ATTEMPTS).select_related("patient"))
+    for study in exhausted:
+        _fail(study, "", "attempts_exhausted",
+              f"The analysis did not finish after {settings.STUDY_MAX_ATTEMPTS} attempts. The study can be run "
+              "again; if it keeps failing, contact your administrator.")
+    return list(Study.objects.filter(pk__in=study_ids, claim=token).select_related("patient"))
+
+
+def assess_study(study_id: str) -> str:
+    """Claim the study (and other waiting studies, to predict them in one batch) and assess them.
+
+    Returns what happened, for the worker's log. Safe to call any number of times per study.
+    """
+    token = uuid.uuid4().hex
+    primary = claim([study_id], token)
+    if not primary:
+        return "skipped: completed, failed or held by another delivery"
+    others = list(Study.objects.filter(status=Status.QUEUED).exclude(pk=study_id).order_by("created_at")
+                  .values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
+    claimed = primary + (claim(others, token) if others else [])
+    for study in claimed:
+        audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
+                     details={"attempt": study.attempts})
+    try:
+        predictor = get_predictor()
+        readable, failed = _read_images(_pending_images(claimed, predictor.version), token)
+        assessments = predictor.assess([gray for _, gray in readable]) if readable else []
+        results: dict = {study.pk: [] for study in claimed}
+        for (image, _), assessment in zip(readable, assessments):
+            results[image.study_id].append((image, assessment))
+        outcomes = [_store_results(study, token, results[study.pk]) for study in claimed if study.pk not in failed]
+    except TRANSIENT_ERRORS as error:
+        for study in claimed:
+            release(study, token)
+        raise TransientError(f"{type(error).__name__}: {error}") from error
+    return f"completed {sum(outcomes)} of {len(claimed)} studies"
+
+
+def _pending_images(studies: list[Study], version: str) -> dict:
+    """Images of the claimed studies without a prediction from `version`, by study."""
+    pending = StudyImage.objects.filter(study__in=studies).exclude(predictions__model_version=version)
+    work: dict = {}
+    for image in pending.order_by("study_id", "position"):
+        work.setdefault(image.study_id, []).append(image)
+    return work
+
+
+def _read_images(work: dict, token: str) -> tuple[list[tuple[StudyImage, object]], set]:
+    """Read every pending image back from storage; a study with an unreadable one fails at once.
+
+    Returns the (image, pixels) pairs and the ids of the studies that failed.
+    """
+    readable, failed = [], set()
+    for study_id, images in work.items():
+        try:
+            pairs = []
+            for image in images:
+                with default_storage.open(image.file.name, "rb") as handle:
+                    pairs.append((image, read_image(handle.read(), max_pixels=settings.MAX_IMAGE_PIXELS)))
+            readable.extend(pairs)
+        except UnreadableImage as error:
+            failed.add(study_id)
+            study = Study.objects.select_related("patient").get(pk=study_id)
+            _fail(study, token, "unreadable_image",
+                  f"Image {image.position + 1} could not be read from storage ({error}). Upload the scan again "
+                  "in a new study.")
+    return readable, failed
+
+
+def _store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Assessment]]) -> bool:
+    """Save heatmaps, then predictions and the completed state in one transaction.
+
+    Heatmap files have deterministic names, so a retry overwrites rather than leaves orphans.
+    Returns False if the claim was lost meanwhile (another delivery took over after the lease).
+    """
+    heatmap_names = {
+        image.pk: default_storage.save(f"heatmaps/{study.pk}/{image.pk}-{assessment.model_version}.png",
+                                       ContentFile(heatmap_png(assessment.heatmap)))
+        for image, assessment in pairs
+    }
+    try:
+        with transaction.atomic():
+            for image, a in pairs:
+                Prediction.objects.get_or_create(image=image, model_version=a.model_version, defaults=dict(
+                    model_sha256=a.model_sha256, probability=a.probability, label=a.label, threshold=a.threshold,
+                    heatmap=heatmap_names[image.pk], features=a.features, feature_probability=a.feature_probability,
+                    feature_contributions=a.feature_contributions, inference_ms=a.timings_ms["inference"],
+                    latency_ms=a.timings_ms["total"],
+                ))
+            summary = _study_result(study, pairs[0][1].model_version if pairs else None)
+            now = timezone.now()
+            moved = Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token).update(
+                status=Status.COMPLETED, probability=summary["probability"], label=summary["label"],
+                finished_at=now, claim="", lease_expires_at=None, updated_at=now)
+            if not moved:
+                raise _LostClaim()
+            audit.record(Action.PREDICTION_STORED, obj=study, patient_code=study.patient.code, via="worker",
+                         details={**summary, "images": len(pairs)})
+    except _LostClaim:
+        log.info("Study %s was taken over by another delivery; discarding this result", study.pk)
+        return False
+    return True
+
+
+class _LostClaim(Exception):
+    pass
+
+
+def _study_result(study: Study, version: str | None) -> dict:
+    """The study's result is its most suspicious image's, by the newest model that assessed it."""
+    predictions = Prediction.objects.filter(image__study=study)
+    if version:
+        predictions = predictions.filter(model_version=version)
+    top = predictions.order_by("-probability").first()
+    if top is None:
+        return {"probability": None, "label": "", "model_version": version}
+    label = TUMOR if predictions.filter(label=TUMOR).exists() else top.label
+    return {"probability": top.probability, "label": label, "model_version": top.model_version}
+
+
+def release(study: Study, token: str) -> None:
+    """Give a claimed study back to the queue after a transient error (best effort)."""
+    try:
+        Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token).update(
+            status=Status.QUEUED, claim="", lease_expires_at=None, updated_at=timezone.now())
+    except DatabaseError:
+        log.warning("Could not release study %s; the sweeper will once its lease expires", study.pk)
+
+
+def _fail(study: Study, token: str, code: str, message: str) -> bool:
+    now = timezone.now()
+    held = Q(status=Status.PROCESSING, claim=token) if token else _claimable(now)
+    moved = Study.objects.filter(held, pk=study.pk).update(
+        status=Status.FAILED, error_code=code, error=message, finished_at=now, claim="", lease_expires_at=None,
+        updated_at=now)
+    if moved:
+        audit.record(Action.PREDICTION_FAILED, obj=study, patient_code=study.patient.code, via="worker",
+                     details={"reason": code})
+    return bool(moved)
+
+
+def fail_after_retries(study_id: str, error: str) -> None:
+    """The task gave up retrying a transient error: fail the study with a reason a clinician can act on."""
+    study = Study.objects.select_related("patient").filter(pk=study_id).first()
+    if study is not None:
+        _fail(study, "", "service_unavailable",
+              "The analysis service was unavailable for too long. The study can be run again; if this keeps "
+              "happening, contact your administrator.")
+        log.warning("Study %s failed after retries: %s", study_id, error)
+
+
+def requeue_stale() -> int:
+    """Send again the studies whose message was lost or whose worker died; fail those out of attempts."""
+    now = timezone.now()
+    Study.objects.filter(status=Status.PROCESSING, lease_expires_at__lt=now).update(
+        status=Status.QUEUED, claim="", lease_expires_at=None, updated_at=now)
+    cutoff = now - timedelta(seconds=settings.STALE_AFTER_SECONDS)
+    stale = Study.objects.filter(status=Status.QUEUED).filter(Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True))
+    count = 0
+    for study in stale.select_related("patient")[:500]:
+        if study.attempts >= settings.STUDY_MAX_ATTEMPTS:
+            claim([study.pk], uuid.uuid4().hex)  # fails it with the reason
+            continue
+        if Study.objects.filter(pk=study.pk, status=Status.QUEUED, enqueued_at=study.enqueued_at).update(
+                enqueued_at=now, updated_at=now):
+            audit.record(Action.STUDY_REQUEUED, obj=study, patient_code=study.patient.code, via="worker")
+            with transaction.atomic():
+                enqueue(study)
+            count += 1
+    return count
+
+
+# --- Clinician actions -----------------------------------------------------------------------------
+
+
+def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
+    """Run a failed or cancelled study again, as a new attempt with a fresh attempt budget."""
+    if study.status not in (Status.FAILED, Status.CANCELLED):
+        raise ServiceError("Only a failed or cancelled study can be run again.")
+    check_can_submit(user, study.patient)
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Study.objects.filter(pk=study.pk, status__in=(Status.FAILED, Status.CANCELLED)).update(
+            status=Status.QUEUED, attempts=0, error="", error_code="", finished_at=None, enqueued_at=now,
+            updated_at=now)
+        if not moved:
+            raise ServiceError("The study was already started again.")
+        audit.record(Action.STUDY_RETRIED, actor=user, request=request, obj=study, patient_code=study.patient.code,
+                     via=via, details={"previous_error": study.error_code})
+        enqueue(study)
+    study.refresh_from_db()
+    return study
+
+
+def record_reading(*, user, study: Study, agrees_with_model: bool, finding: str, comment: str = "",
+                   request=None, via: str = "web") -> Reading:
+    if study.status != Status.COMPLETED:
+        raise ServiceError("A reading can be recorded once the assessment is complete.")
+    with transaction.atomic():
+        reading, created = Reading.objects.update_or_create(
+            study=study, clinician=user,
+            defaults={"agrees_with_model": agrees_with_model, "finding": finding, "comment": comment.strip()},
+        )
+        audit.record(Action.READING_RECORDED, actor=user, request=request, obj=study, patient_code=study.patient.code,
+                     via=via, details={"agrees_with_model": agrees_with_model, "finding": finding,
+                                       "updated": not created})
+    return reading
+
+
+# --- Patients and consent (administrators) --------------------------------------------------------
+
+
+def grant_consent(*, patient: Patient, actor, scope: str = Consent.Scope.AI_ANALYSIS, request=None,
+                  via: str = "admin") -> Consent:
+    with transaction.atomic():
+        consent = Consent.objects.create(patient=patient, scope=scope, recorded_by=actor)
+        audit.record(Action.CONSENT_GRANTED, actor=actor, request=request, obj=consent, patient_code=patient.code,
+                     via=via, details={"scope": scope})
+    return consent
+
+
+def withdraw_consent(*, consent: Consent, actor, request=None, via: str = "admin") -> int:
+    """Withdraw a consent; studies of the patient that have not started are cancelled. Returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not Consent.objects.filter(pk=consent.pk, withdrawn_at__isnull=True).update(withdrawn_at=now):
+            return 0
+        consent.refresh_from_db()
+        cancelled = 0
+        if not consent.patient.has_active_consent(consent.scope):
+            cancelled = Study.objects.filter(patient=consent.patient, status=Status.QUEUED).update(
+                status=Status.CANCELLED, error_code="consent_withdrawn", finished_at=now, updated_at=now,
+                error="The patient withdrew consent for AI analysis before the analysis started.")
+        audit.record(Action.CONSENT_WITHDRAWN, actor=actor, request=request, obj=consent,
+                     patient_code=consent.patient.code, via=via, details={"scope": consent.scope,
+                                                                         "studies_cancelled": cancelled})
+    return cancelled
+
+
+def erase_patient(*, patient: Patient, actor, request=None, via: str = "admin") -> dict:
+    """Delete a patient's studies, images, heatmaps, predictions and consents, rows and files.
+
+    The audit trail keeps the pseudonymous code and what happened, nothing else.
+    """
+    images = StudyImage.objects.filter(study__patient=patient)
+    names = [name for name in images.values_list("file", flat=True) if name]
+    names += [name for name in Prediction.objects.filter(image__in=images).values_list("heatmap", flat=True) if name]
+    counts = {"studies": Study.objects.filter(patient=patient).count(), "images": images.count(), "files": len(names)}
+    code = patient.code
+    with transaction.atomic():
+        patient.delete()
+        audit.record(Action.PATIENT_ERASED, actor=actor, request=request, patient_code=code, via=via, details=counts)
+        transaction.on_commit(lambda: _delete_files(names))
+    return counts

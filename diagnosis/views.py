@@ -1,0 +1,180 @@
+"""Web pages for clinicians. Thin: they read through selectors and write through services."""
+
+from __future__ import annotations
+
+import csv
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from diagnosis import audit, selectors, services
+from diagnosis.files import private_file_response
+from diagnosis.forms import ReadingForm, StudyForm
+from diagnosis.models import AuditEvent, Study
+
+Action = AuditEvent.Action
+
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+@login_required
+@require_GET
+def worklist(request):
+    order = request.GET.get("order", selectors.NEWEST)
+    scope = request.GET.get("scope", "mine")
+    studies = selectors.worklist(request.user, mine_only=scope == "mine", patient_query=request.GET.get("q", ""),
+                                 status=request.GET.get("status", ""), order=order)
+    page = Paginator(studies, 25).get_page(request.GET.get("page"))
+    audit.record(Action.STUDY_LISTED, request=request, details={"page": page.number, "shown": len(page)})
+    return render(request, "diagnosis/worklist.html", {
+        "page": page, "order": order, "scope": scope, "q": request.GET.get("q", ""),
+        "status": request.GET.get("status", ""), "statuses": Study.Status.choices,
+    })
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def study_new(request):
+    form = StudyForm(request.POST or None, request.FILES or None, user=request.user)
+    rejections = []
+    if request.method == "POST" and form.is_valid():
+        try:
+            submission = services.submit_study(user=request.user, patient=form.cleaned_data["patient"],
+                                               uploads=form.cleaned_data["images"], request=request)
+        except services.NothingUsable as error:
+            rejections = error.rejections
+            form.add_error("images", str(error))
+        except services.ServiceError as error:
+            form.add_error("patient" if isinstance(error, (services.ConsentRequired, services.NotAllowed))
+                           else "images", str(error))
+        else:
+            for rejection in submission.rejections:
+                messages.warning(request, f"{rejection.filename} was not added: {rejection.reason}")
+            url = reverse("study-detail", args=[submission.study.pk])
+            if _wants_json(request):
+                return JsonResponse({"url": url, "rejected": [r.__dict__ for r in submission.rejections]}, status=201)
+            return redirect(url)
+    if _wants_json(request) and request.method == "POST":
+        return JsonResponse({"errors": {k: [str(m) for m in v] for k, v in form.errors.items()},
+                             "rejected": [r.__dict__ for r in rejections]}, status=400)
+    return render(request, "diagnosis/study_new.html", {
+        "form": form, "rejections": rejections, "max_files": settings.MAX_FILES_PER_STUDY,
+        "max_mb": settings.MAX_UPLOAD_BYTES // 1_048_576,
+    }, status=400 if form.errors else 200)
+
+
+def _visible_study(request, study_id) -> Study:
+    return get_object_or_404(selectors.studies_for(request.user), pk=study_id)
+
+
+def _study_context(request, study: Study) -> dict:
+    study = selectors.study_with_results(study)
+    images = [(image, selectors.latest_prediction(image)) for image in study.images.all()]
+    my_reading = next((r for r in study.readings.all() if r.clinician_id == request.user.pk), None)
+    return {
+        "study": study, "images": images, "readings": study.readings.all(),
+        "reading_form": ReadingForm(instance=my_reading),
+        "can_retry": study.status in (Study.Status.FAILED, Study.Status.CANCELLED),
+    }
+
+
+@login_required
+@require_GET
+def study_detail(request, study_id):
+    study = _visible_study(request, study_id)
+    audit.record(Action.STUDY_VIEWED, request=request, obj=study, patient_code=study.patient.code)
+    return render(request, "diagnosis/study_detail.html", _study_context(request, study))
+
+
+@login_required
+@require_GET
+def study_panel(request, study_id):
+    """The result part of the study page, fetched by the page itself when the status changes."""
+    study = _visible_study(request, study_id)
+    return render(request, "diagnosis/_study_panel.html", _study_context(request, study))
+
+
+@login_required
+@require_GET
+def study_status(request, study_id):
+    study = _visible_study(request, study_id)
+    return JsonResponse({"status": study.status, "label": study.label, "probability": study.probability,
+                         "active": study.is_active})
+
+
+@login_required
+@require_POST
+def study_retry(request, study_id):
+    study = _visible_study(request, study_id)
+    try:
+        services.retry_study(user=request.user, study=study, request=request)
+        messages.success(request, "The study was queued again.")
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    return redirect("study-detail", study_id=study.pk)
+
+
+@login_required
+@require_POST
+def study_reading(request, study_id):
+    study = _visible_study(request, study_id)
+    form = ReadingForm(request.POST)
+    if form.is_valid():
+        try:
+            services.record_reading(user=request.user, study=study, request=request, **form.cleaned_data)
+            messages.success(request, "Your reading was recorded.")
+        except services.ServiceError as error:
+            messages.error(request, str(error))
+    else:
+        messages.error(request, "The reading was not recorded: " + "; ".join(
+            f"{form.fields[field].label}: {' '.join(errors)}" for field, errors in form.errors.items()))
+    return redirect(reverse("study-detail", args=[study.pk]) + "#reading")
+
+
+@login_required
+@require_GET
+def study_image(request, study_id, image_id):
+    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
+                              pk=image_id, study_id=study_id)
+    download = request.GET.get("download") == "1"
+    audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
+                 details={"download": download})
+    name = f"study-{image.study.short_id}-image-{image.position + 1}.png" if download else None
+    return private_file_response(image.file.name, download_name=name)
+
+
+@login_required
+@require_GET
+def study_heatmap(request, study_id, image_id):
+    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
+                              pk=image_id, study_id=study_id)
+    prediction = selectors.latest_prediction(image)
+    if prediction is None:
+        return JsonResponse({"error": "No heatmap yet"}, status=404)
+    audit.record(Action.HEATMAP_VIEWED, request=request, obj=prediction, patient_code=image.study.patient.code)
+    return private_file_response(prediction.heatmap.name)
+
+
+@login_required
+@require_GET
+def study_export(request):
+    """CSV of the selected studies (or of the whole worklist when none is selected)."""
+    ids = request.GET.getlist("id")
+    studies = selectors.studies_for(request.user)
+    studies = studies.filter(pk__in=ids) if ids else selectors.worklist(request.user)
+    rows = list(selectors.export_rows(studies[:5000]))
+    audit.record(Action.STUDY_EXPORTED, request=request, details={"studies": len(rows)})
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="brainscan-studies.csv"'
+    writer = csv.writer(response)
+    writer.writerow(selectors.EXPORT_COLUMNS)
+    writer.writerows(rows)
+    return response

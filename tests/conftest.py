@@ -1,0 +1,117 @@
+"""Shared fixtures: the personas of every permission rule, and real services.
+
+Personas: clinician A and clinician B (each on their own patient's care team), an administrator,
+and an anonymous visitor. Services (Redis, PostgreSQL, Chromium) are real; when one is missing on
+a developer's machine the tests that need it are skipped with the reason, and with
+BRAINSCAN_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.factories import PASSWORD, PatientFactory, UserFactory
+
+REQUIRE_SERVICES = os.environ.get("BRAINSCAN_REQUIRE_SERVICES") == "1"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, in CI, fail) when a real service the test needs is missing."""
+    if not condition:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Required service missing: {reason}")
+        pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def clinician_a(db):
+    return UserFactory(username="clinician_a")
+
+
+@pytest.fixture
+def clinician_b(db):
+    return UserFactory(username="clinician_b")
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def patient_a(clinician_a):
+    return PatientFactory(care_team=[clinician_a])
+
+
+@pytest.fixture
+def patient_b(clinician_b):
+    return PatientFactory(care_team=[clinician_b])
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def client_a(clinician_a):
+    return logged_in(clinician_a)
+
+
+@pytest.fixture
+def client_b(clinician_b):
+    return logged_in(clinician_b)
+
+
+@pytest.fixture
+def admin_client_(admin_user):
+    return logged_in(admin_user)
+
+
+@pytest.fixture
+def anonymous():
+    return Client()
+
+
+@pytest.fixture
+def personas(clinician_a, clinician_b, admin_user):
+    return {"clinician_a": clinician_a, "clinician_b": clinician_b, "admin": admin_user, "anonymous": None}
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> bool:
+    return port_open(REDIS_HOST, REDIS_PORT)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    need(Path(path).exists(), "Chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dataset_dir() -> Path:
+    path = Path(settings.DATASET_DIR)
+    need(path.is_dir(), f"The shared MRI dataset is not at {path} (set BRAINSCAN_DATASET); a user's clone has none")
+    return path
+
+
+__all__ = ["PASSWORD", "need", "port_open", "logged_in"]
