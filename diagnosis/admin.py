@@ -3,6 +3,8 @@
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from diagnosis import audit, services
 from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage, WorkerHeartbeat
@@ -150,7 +152,14 @@ class StudyAdmin(ReadOnlyAdmin):
 class PredictionAdmin(ReadOnlyAdmin):
     list_display = ["image", "label", "probability", "threshold", "model_version", "latency_ms", "created_at"]
     list_filter = ["label", "model_version"]
-    readonly_fields = [f.name for f in Prediction._meta.fields]
+    # Files have no public URL: link to the permission-checked, audited view instead.
+    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["heatmap_link"]
+    fields = readonly_fields
+
+    @admin.display(description="Heatmap")
+    def heatmap_link(self, prediction):
+        url = reverse("study-heatmap", args=[prediction.image.study_id, prediction.image_id])
+        return format_html('<a href="{}">view</a>', url)
 
 
 @admin.register(Reading)

@@ -40,6 +40,17 @@ def port_open(host: str, port: int) -> bool:
 
 
 @pytest.fixture
+def isolated_media(settings, tmp_path):
+    """Files stored by this test go to a folder of its own (for tests that count stored files)."""
+    location = tmp_path / "media"
+    settings.MEDIA_ROOT = location
+    default = settings.STORAGES["default"]
+    settings.STORAGES = {**settings.STORAGES,
+                         "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(location)}}}
+    return location
+
+
+@pytest.fixture
 def clinician_a(db):
     return UserFactory(username="clinician_a")
 

@@ -1,0 +1,120 @@
+"""The audit trail of significant actions, the admin's read-only clinical records, and the demo seed."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.urls import reverse
+
+from diagnosis import audit, services
+from diagnosis.models import AuditEvent, Consent, Patient, Study
+from tests.factories import PASSWORD, StudyFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def actions():
+    return list(AuditEvent.objects.order_by("id").values_list("action", "actor_username"))
+
+
+def test_login_logout_and_failed_login_are_audited_with_the_address(client, clinician_a):
+    client.post(reverse("login"), {"username": "clinician_a", "password": "wrong"}, REMOTE_ADDR="10.1.2.3")
+    client.post(reverse("login"), {"username": "clinician_a", "password": PASSWORD}, REMOTE_ADDR="10.1.2.3")
+    client.post(reverse("logout"), REMOTE_ADDR="10.1.2.3")
+    assert actions() == [("auth.login_failed", ""), ("auth.login", "clinician_a"), ("auth.logout", "clinician_a")]
+    failed = AuditEvent.objects.get(action="auth.login_failed")
+    assert failed.details == {"username": "clinician_a"} and failed.ip_address == "10.1.2.3"
+    assert "wrong" not in str(failed.details)
+
+
+def test_viewing_a_study_and_its_image_is_audited(client_a, patient_a, clinician_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1)
+    image = study.images.get()
+    client_a.get(reverse("study-detail", args=[study.pk]))
+    response = client_a.get(reverse("study-image", args=[study.pk, image.pk]) + "?download=1")
+    assert response["Content-Disposition"].startswith("attachment")
+    assert [a for a, _ in actions() if a != "auth.login"] == ["study.viewed", "image.viewed"]
+    assert AuditEvent.objects.get(action="image.viewed").details == {"download": True}
+    assert AuditEvent.objects.get(action="study.viewed").patient_code == patient_a.code
+
+
+def test_events_cannot_be_changed_or_deleted_through_the_application(admin_user):
+    event = audit.record(AuditEvent.Action.LOGIN, actor=admin_user)
+    event.action = "auth.logout"
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+
+
+def test_the_chain_verifies_and_detects_an_edit(admin_user):
+    for _ in range(3):
+        audit.record(AuditEvent.Action.LOGIN, actor=admin_user)
+    assert audit.verify_chain() == (3, None)
+    middle = AuditEvent.objects.order_by("id")[1]
+    AuditEvent.objects.filter(pk=middle.pk).update(details={"forged": True})
+    checked, broken = audit.verify_chain()
+    assert checked == 1 and broken.event_id == middle.pk
+
+
+@pytest.mark.parametrize("url_name", ["study", "prediction", "auditevent", "reading"])
+def test_admin_shows_clinical_records_read_only(admin_client_, url_name, patient_a, clinician_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1)
+    services.assess_study(str(study.pk))
+    listing = admin_client_.get(reverse(f"admin:diagnosis_{url_name}_changelist"))
+    assert listing.status_code == 200
+    assert admin_client_.get(reverse(f"admin:diagnosis_{url_name}_add")).status_code == 403
+    model = listing.context["cl"].model
+    obj = model.objects.first()
+    if obj is not None:
+        change = admin_client_.get(reverse(f"admin:diagnosis_{url_name}_change", args=[obj.pk]))
+        assert change.status_code == 200 and b'name="_save"' not in change.content
+        assert admin_client_.post(reverse(f"admin:diagnosis_{url_name}_delete", args=[obj.pk])).status_code == 403
+        assert model.objects.filter(pk=obj.pk).exists()
+
+
+def test_admin_manages_patients_and_consent_with_audit(admin_client_, clinician_a):
+    response = admin_client_.post(reverse("admin:diagnosis_patient_add"), {
+        "code": "P-ADMIN001", "care_team": [clinician_a.pk],
+        "consents-TOTAL_FORMS": 0, "consents-INITIAL_FORMS": 0, "consents-MIN_NUM_FORMS": 0,
+        "consents-MAX_NUM_FORMS": 1000,
+    })
+    assert response.status_code == 302, response.content[:2000]
+    patient = Patient.objects.get(code="P-ADMIN001")
+    admin_client_.post(reverse("admin:diagnosis_patient_changelist"),
+                       {"action": "grant_ai_consent", "_selected_action": [patient.pk]})
+    assert patient.has_active_consent(Consent.Scope.AI_ANALYSIS)
+    admin_client_.post(reverse("admin:diagnosis_patient_changelist"),
+                       {"action": "withdraw_ai_consent", "_selected_action": [patient.pk]})
+    assert not patient.has_active_consent(Consent.Scope.AI_ANALYSIS)
+    recorded = [a for a, _ in actions()]
+    assert "patient.created" in recorded and "consent.granted" in recorded and "consent.withdrawn" in recorded
+    assert all(e.patient_code == "P-ADMIN001" for e in AuditEvent.objects.filter(action__startswith="consent."))
+
+
+def test_clinicians_cannot_reach_the_admin(client_a):
+    response = client_a.get(reverse("admin:index"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_seed_demo_is_idempotent_and_uses_the_configured_password(settings, capsys):
+    settings.DEMO_PASSWORD = "a-demo-password-for-tests"
+    call_command("seed_demo")
+    call_command("seed_demo")
+    users = get_user_model().objects.order_by("username")
+    assert [u.username for u in users] == ["admin", "clinician", "clinician2"]
+    assert all(u.check_password("a-demo-password-for-tests") for u in users)
+    assert users.get(username="admin").is_staff and not users.get(username="clinician").is_staff
+    assert Patient.objects.filter(care_team__username="clinician").count() == 4
+    assert Consent.objects.filter(withdrawn_at__isnull=True).count() == 6  # one patient is left without consent
+    assert "BRAINSCAN_DEMO_PASSWORD" in capsys.readouterr().out
+
+
+def test_seed_demo_generates_and_prints_a_password_when_unset(settings, capsys):
+    settings.DEMO_PASSWORD = None
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    password = out.split("BRAINSCAN_DEMO_PASSWORD to choose one): ")[1].split()[0]
+    assert get_user_model().objects.get(username="clinician").check_password(password)
+    call_command("seed_demo")
+    assert "kept their passwords" in capsys.readouterr().out
+    assert Study.objects.count() == 0
