@@ -73,3 +73,8 @@ def build_serving_model(classifier: keras.Model) -> keras.Model:
 
 def _last_block(classifier: keras.Model) -> int:
     return max(int(layer.name[4:]) for layer in classifier.layers if layer.name.startswith("relu"))
+
+
+def load_classifier(path) -> keras.Model:
+    """Load a saved classifier; importing this module registers its custom layer."""
+    return keras.models.load_model(path)

@@ -61,12 +61,11 @@ def test_tampered_weights_are_detected(tiny_model, tmp_path):
 
 
 def test_onnx_serving_matches_keras_within_1e_4(tiny_model):
-    import keras
-
+    from ml.model import load_classifier
     from ml.preprocess import preprocess
 
     root, version = tiny_model
-    classifier = keras.models.load_model(version.keras_path)
+    classifier = load_classifier(version.keras_path)
     batch = np.stack([preprocess(make_phantom(500 + i, i % 2 == 0))[0] for i in range(16)])
     expected = classifier.predict(batch, verbose=0).reshape(-1)
     served, cams = Predictor(version).network(batch)

@@ -1,0 +1,232 @@
+"""Inference speed and memory of the served model, against the naive way, measured in one run.
+
+    python -m benchmarks.inference [--model VERSION] [--json]
+
+The naive way is what tools of this kind usually do: load the Keras file for every image and
+call `model.predict` on it. BrainScan keeps an ONNX Runtime session for the life of the worker
+and gets its heatmap as a second output of the same forward pass. Every figure below comes from
+this run on this machine; compare ratios, not absolute numbers, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import percentile, report, run_python
+
+IMAGES = 64
+
+
+def sample_pngs(count: int = IMAGES) -> list[bytes]:
+    """Synthetic 224x224 slices encoded as PNG, the size of the shared dataset's images."""
+    from PIL import Image
+
+    from ml.phantoms import make_phantom
+
+    out = []
+    for seed in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(np.rint(make_phantom(seed, seed % 2 == 0) * 255).astype(np.uint8)).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -> dict:
+    from ml.explain import heatmap_png
+    from ml.imaging import read_image
+    from ml.predictor import Predictor
+
+    predictor = Predictor(version, threads=threads)
+    predictor.assess([read_image(pngs[0])])  # warm-up
+    latency, heatmap, features = [], [], []
+    for i in range(iterations):
+        data = pngs[i % len(pngs)]
+        started = time.perf_counter()
+        assessment = predictor.assess([read_image(data)], with_features=False)[0]
+        heatmap_png(assessment.heatmap)
+        latency.append((time.perf_counter() - started) * 1000)
+        heatmap.append(assessment.timings_ms["heatmap"])
+    for i in range(min(iterations, 100)):
+        gray = read_image(pngs[i % len(pngs)])
+        features.append(predictor.assess([gray])[0].timings_ms["features"])
+    batch = np.stack([np.zeros((predictor.image_size, predictor.image_size, 1), np.float32)])
+    network = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        predictor.network(batch)
+        network.append((time.perf_counter() - started) * 1000)
+    throughput = {}
+    grays = [read_image(p) for p in pngs]
+    for size in (1, 2, 4, 8, 16, 32):
+        rounds = max(3, 128 // size)
+        started = time.perf_counter()
+        for r in range(rounds):
+            predictor.assess([grays[(r * size + k) % len(grays)] for k in range(size)], with_features=False)
+        throughput[size] = rounds * size / (time.perf_counter() - started)
+    best = max(throughput, key=throughput.get)
+    return {
+        "latency_ms_p50": percentile(latency, 50), "latency_ms_p95": percentile(latency, 95),
+        "inference_ms_p50": percentile(network, 50), "heatmap_ms_p50": percentile(heatmap, 50),
+        "features_ms_p50": percentile(features, 50), "throughput_ips": throughput[best], "best_batch": best,
+        "throughput_by_batch": {str(k): round(v, 1) for k, v in throughput.items()},
+    }
+
+
+CHILD_LOAD_AND_RSS = """
+import json, resource, time
+started = time.perf_counter()
+from ml.predictor import Predictor
+from ml.registry import ModelRegistry
+version = ModelRegistry({root!r}).get({name!r})
+predictor = Predictor(version, threads={threads})
+load_s = time.perf_counter() - started
+from benchmarks.inference import sample_pngs
+from ml.explain import heatmap_png
+from ml.imaging import read_image
+for data in sample_pngs(32) * 3:
+    heatmap_png(predictor.assess([read_image(data)])[0].heatmap)
+print(json.dumps({{"load_s": load_s, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+CHILD_TENSORFLOW = """
+import json, os, time, tempfile
+import numpy as np
+import tensorflow as tf
+import keras
+from ml.model import build_serving_model, load_classifier
+from ml.imaging import read_image
+from ml.preprocess import preprocess
+from benchmarks.inference import sample_pngs
+
+tf.config.threading.set_intra_op_parallelism_threads({threads})
+pngs = sample_pngs(16)
+path = {keras_path!r}
+naive = []
+for i in range({naive_iterations}):
+    started = time.perf_counter()
+    model = keras.models.load_model(path)
+    model.predict(preprocess(read_image(pngs[i % len(pngs)]))[0][np.newaxis], verbose=0)
+    naive.append((time.perf_counter() - started) * 1000)
+
+classifier = load_classifier(path)
+serving = build_serving_model(classifier)
+x = np.stack([preprocess(read_image(p))[0] for p in pngs])
+one = x[:1]
+
+def timed(fn, n=100):
+    fn()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter(); fn(); out.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(out, 50))
+
+predict_ms = timed(lambda: classifier.predict(one, verbose=0), 30)
+compiled = tf.function(lambda batch: serving(batch, training=False), reduce_retracing=True)
+tf_function_ms = timed(lambda: compiled(one))
+
+# Grad-CAM the usual way: gradients of the logit with respect to the last feature maps.
+features_layer = classifier.get_layer("relu" + str(max(int(l.name[4:]) for l in classifier.layers
+                                                           if l.name.startswith("relu"))))
+logit_layer = classifier.get_layer("logit")
+grad_model = keras.Model(classifier.input, [features_layer.output, classifier.output])
+def gradcam():
+    with tf.GradientTape() as tape:
+        maps, probability = grad_model(one, training=False)
+        logit = tf.math.log(probability / (1 - probability))
+    grads = tape.gradient(logit, maps)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
+gradcam_ms = timed(gradcam, 50)
+
+litert = {{}}
+try:
+    from ai_edge_litert.interpreter import Interpreter
+    with tempfile.TemporaryDirectory() as tmp:
+        serving.export(tmp, verbose=False)
+        flat = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        quantised = converter.convert()
+    for label, content in (("litert_fp32", flat), ("litert_int8", quantised)):
+        interpreter = Interpreter(model_content=content, num_threads={threads})
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        prob_out = [o for o in interpreter.get_output_details() if list(o["shape"]) == [1, 1]][0]
+        def run(image=one):
+            interpreter.set_tensor(inp["index"], image); interpreter.invoke()
+            return interpreter.get_tensor(prob_out["index"]).reshape(-1)
+        litert[label + "_ms_p50"] = timed(run)
+        reference = classifier.predict(x, verbose=0).reshape(-1)
+        litert[label + "_max_difference"] = float(max(abs(run(x[i:i + 1])[0] - reference[i]) for i in range(len(x))))
+except Exception as error:
+    litert["litert_error"] = type(error).__name__ + ": " + str(error)[:200]
+
+print(json.dumps({{"naive_latency_ms_p50": float(np.percentile(naive, 50)), "keras_predict_ms_p50": predict_ms,
+                  "tf_function_ms_p50": tf_function_ms, "gradcam_gradient_ms_p50": gradcam_ms, **litert}}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model version (default: the active one)")
+    parser.add_argument("--registry", default=None, help="model registry folder (default: models/)")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--naive-iterations", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("BRAINSCAN_INFERENCE_THREADS", "1")))
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+
+    from benchmarks.common import ROOT
+    from ml.registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry or ROOT / "models")
+    version = registry.get(args.model) if args.model else registry.active()
+    pngs = sample_pngs()
+    served = serving_figures(version, pngs, args.iterations, args.threads)
+    child = run_python(CHILD_LOAD_AND_RSS.format(root=str(registry.root), name=version.name, threads=args.threads))
+    tf_side = run_python(CHILD_TENSORFLOW.format(keras_path=str(version.keras_path), threads=args.threads,
+                                                 naive_iterations=args.naive_iterations))
+    runtimes = {"onnxruntime": served["inference_ms_p50"], "tf.function": tf_side["tf_function_ms_p50"],
+                "keras.predict": tf_side["keras_predict_ms_p50"]}
+    if "litert_fp32_ms_p50" in tf_side:
+        runtimes["litert_fp32"] = tf_side["litert_fp32_ms_p50"]
+    figures = {
+        "model_version": version.name, "threads": args.threads, **served, **child, **tf_side,
+        "naive_latency_ms_p50": tf_side["naive_latency_ms_p50"],
+        "speedup_vs_naive": tf_side["naive_latency_ms_p50"] / served["latency_ms_p50"],
+        "heatmap_share_cam": served["heatmap_ms_p50"] / served["latency_ms_p50"],
+        "heatmap_share_gradcam_gradient": tf_side["gradcam_gradient_ms_p50"] / (
+            served["latency_ms_p50"] - served["heatmap_ms_p50"] + tf_side["gradcam_gradient_ms_p50"]),
+        "fastest_fp32_runtime": min(runtimes, key=runtimes.get), "runtime_ms_p50": runtimes,
+    }
+    rows = [
+        ("model", version.name, ""),
+        ("load_s", figures["load_s"], "fresh process: imports + ONNX session"),
+        ("latency_ms_p50", figures["latency_ms_p50"], "decode + preprocess + network + heatmap PNG"),
+        ("latency_ms_p95", figures["latency_ms_p95"], ""),
+        ("inference_ms_p50", figures["inference_ms_p50"], "network only (ONNX Runtime)"),
+        ("heatmap_ms_p50", figures["heatmap_ms_p50"], f"class activation map, {figures['heatmap_share_cam']:.0%} "
+                                                       "of the latency"),
+        ("gradcam_gradient_ms_p50", figures["gradcam_gradient_ms_p50"],
+         f"Grad-CAM by gradients in TF: would be {figures['heatmap_share_gradcam_gradient']:.0%} of the latency"),
+        ("features_ms_p50", figures["features_ms_p50"], "13 texture features (beside the latency)"),
+        ("throughput_ips", figures["throughput_ips"], f"at batch {figures['best_batch']}"),
+        ("rss_mb", figures["rss_mb"], "peak RSS of a serving process"),
+        ("naive_latency_ms_p50", figures["naive_latency_ms_p50"], "load_model + predict per image"),
+        ("speedup_vs_naive", figures["speedup_vs_naive"], "naive / BrainScan"),
+        *[(f"runtime {name}", value, "network only, batch 1") for name, value in runtimes.items()],
+        ("fastest_fp32_runtime", figures["fastest_fp32_runtime"], ""),
+    ]
+    if "litert_int8_ms_p50" in figures:
+        rows.append(("litert_int8_ms_p50", figures["litert_int8_ms_p50"],
+                     f"dynamic-range int8; max probability difference {figures['litert_int8_max_difference']:.2e}"))
+    report(f"Inference benchmark ({args.threads} thread(s))", rows, figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
