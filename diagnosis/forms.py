@@ -50,3 +50,8 @@ class ReadingForm(forms.ModelForm):
         fields = ["agrees_with_model", "finding", "comment"]
         labels = {"comment": "Comment (optional)"}
         widgets = {"comment": forms.Textarea(attrs={"rows": 3, "maxlength": 2000})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the radio choices are "yes"/"no", the stored answer a boolean
+            self.initial["agrees_with_model"] = "yes" if self.instance.agrees_with_model else "no"

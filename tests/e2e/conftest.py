@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.test import override_settings
 from PIL import Image
 
 from tests.conftest import need
@@ -30,14 +29,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 LAPTOP = {"width": 1366, "height": 768}
 TABLET = {"width": 768, "height": 1024}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _live_server_media_url():
-    """Django's live server wraps the site in a media handler that cannot take MEDIA_URL = None (scans
-    have no public URL); a path nothing links to keeps it out of the way. Set before live_server starts."""
-    with override_settings(MEDIA_URL="/live-server-media-is-not-used/"):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def browser(chromium_path):
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker, redis_available, tmp_path_factory):
     need(redis_available, "Redis is not running on 127.0.0.1:6379")
     with django_db_blocker.unblock():

@@ -28,6 +28,8 @@ def test_a_reading_is_recorded_audited_and_shown(client_a, clinician_a, complete
     assert "Your reading was recorded." in page
     assert "disagrees with the model" in page and "Uncertain, needs further imaging" in page
     assert "Update my reading" in page
+    assert 'value="no" id="id_agrees_with_model_1" required checked' in page  # the form shows the stored answer
+    assert '<option value="uncertain" selected>' in page
 
 
 def test_a_second_reading_by_the_same_clinician_updates_the_first(client_a, completed_study):
