@@ -40,12 +40,18 @@ class StudyForm(forms.Form):
 
 class ReadingForm(forms.ModelForm):
     agrees_with_model = forms.TypedChoiceField(
-        label="Do you agree with the model?", choices=[("yes", "Agree"), ("no", "Disagree")],
+        label="Do you agree with the model's result?", choices=[("yes", "Agree"), ("no", "Disagree")],
         coerce=lambda value: value == "yes", widget=forms.RadioSelect,
     )
+    finding = forms.ChoiceField(label="Final finding", choices=[("", "Choose a finding"), *Reading.Finding.choices])
 
     class Meta:
         model = Reading
         fields = ["agrees_with_model", "finding", "comment"]
-        labels = {"finding": "Your finding", "comment": "Comment (optional)"}
+        labels = {"comment": "Comment (optional)"}
         widgets = {"comment": forms.Textarea(attrs={"rows": 3, "maxlength": 2000})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the radio choices are "yes"/"no", the stored answer a boolean
+            self.initial["agrees_with_model"] = "yes" if self.instance.agrees_with_model else "no"

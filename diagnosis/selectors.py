@@ -106,6 +106,8 @@ def feature_rows(prediction: Prediction) -> list[dict]:
     ]
 
 
+# Leading characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = ["study", "submitted_at", "patient", "submitted_by", "status", "result", "probability",
                   "model_version", "images", "finished_at", "error"]
 
@@ -118,4 +120,4 @@ def export_rows(studies: QuerySet[Study]):
                study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
                versions.get(study.pk, ""), study.n_images,
                study.finished_at.isoformat() if study.finished_at else "", study.error]
-        yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@") else cell for cell in row]
+        yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell for cell in row]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import uuid
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,18 +26,21 @@ def _wants_json(request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
+def _worklist_filters(request) -> dict:
+    """The worklist's filters from the query string; the page and its CSV export read them alike."""
+    return {"mine_only": request.GET.get("scope", "mine") != "team", "patient_query": request.GET.get("q", "").strip(),
+            "status": request.GET.get("status", ""), "order": request.GET.get("order", selectors.NEWEST)}
+
+
 @login_required
 @require_GET
 def worklist(request):
-    order = request.GET.get("order", selectors.NEWEST)
-    scope = request.GET.get("scope", "mine")
-    studies = selectors.worklist(request.user, mine_only=scope == "mine", patient_query=request.GET.get("q", ""),
-                                 status=request.GET.get("status", ""), order=order)
-    page = Paginator(studies, 25).get_page(request.GET.get("page"))
+    filters = _worklist_filters(request)
+    page = Paginator(selectors.worklist(request.user, **filters), 25).get_page(request.GET.get("page"))
     audit.record(Action.STUDY_LISTED, request=request, details={"page": page.number, "shown": len(page)})
     return render(request, "diagnosis/worklist.html", {
-        "page": page, "order": order, "scope": scope, "q": request.GET.get("q", ""),
-        "status": request.GET.get("status", ""), "statuses": Study.Status.choices,
+        "page": page, "order": filters["order"], "scope": "mine" if filters["mine_only"] else "team",
+        "q": filters["patient_query"], "status": filters["status"], "statuses": Study.Status.choices,
     })
 
 
@@ -166,10 +170,16 @@ def study_heatmap(request, study_id, image_id):
 @login_required
 @require_GET
 def study_export(request):
-    """CSV of the selected studies (or of the whole worklist when none is selected)."""
-    ids = request.GET.getlist("id")
-    studies = selectors.studies_for(request.user)
-    studies = studies.filter(pk__in=ids) if ids else selectors.worklist(request.user)
+    """CSV of the ticked studies, or of the whole filtered worklist when none is ticked."""
+    try:
+        ids = [uuid.UUID(value) for value in request.GET.getlist("id")]
+    except ValueError:
+        return HttpResponseBadRequest("A selected study id is not valid.", content_type="text/plain")
+    filters = _worklist_filters(request)
+    if ids:  # ticked studies are exported whatever the filters, among those the user may see
+        studies = selectors.worklist(request.user, mine_only=False, order=filters["order"]).filter(pk__in=ids)
+    else:
+        studies = selectors.worklist(request.user, **filters)
     rows = list(selectors.export_rows(studies[:5000]))
     audit.record(Action.STUDY_EXPORTED, request=request, details={"studies": len(rows)})
     response = HttpResponse(content_type="text/csv; charset=utf-8")

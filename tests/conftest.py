@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.test import Client, override_settings
 
 from tests.factories import PASSWORD, PatientFactory, UserFactory
 
@@ -37,6 +37,14 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _live_server_media_url():
+    """Django's live server (browser tests) wraps the site in a media handler that cannot take
+    MEDIA_URL = None (scans have no public URL); a path nothing links to keeps it out of the way."""
+    with override_settings(MEDIA_URL="/live-server-media-is-not-used/"):
+        yield
 
 
 @pytest.fixture

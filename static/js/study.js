@@ -3,49 +3,77 @@
   "use strict";
   var panel = document.getElementById("study-panel");
   if (!panel) return;
+  var announcer = document.getElementById("status-announcer");
   var POLL_MS = 1500;
+  var MAX_POLL_MS = 10000;
+  var delay = POLL_MS;
 
-  function setFractions(root) {
-    root.querySelectorAll("[data-fraction]").forEach(function (el) {
-      var value = Math.max(0, Math.min(1, parseFloat(el.dataset.fraction) || 0));
-      el.style.setProperty("--value", (value * 100).toFixed(2) + "%");
-    });
-  }
+  function scanOf(control) { return control.closest("[data-scan]"); }
 
-  function wireHeatmaps(root) {
-    root.querySelectorAll("[data-scan]").forEach(function (figure) {
-      var heatmap = figure.querySelector("[data-heatmap]");
-      var toggle = figure.querySelector("[data-heatmap-toggle]");
-      var opacity = figure.querySelector("[data-heatmap-opacity]");
-      if (!heatmap) return;
-      if (toggle) toggle.addEventListener("change", function () { heatmap.classList.toggle("hidden", !toggle.checked); });
-      if (opacity) opacity.addEventListener("input", function () { heatmap.style.opacity = opacity.value / 100; });
-    });
+  // Delegated, so the controls keep working after the panel is replaced.
+  panel.addEventListener("change", function (event) {
+    if (!event.target.matches("[data-heatmap-toggle]")) return;
+    var figure = scanOf(event.target);
+    var shown = event.target.checked;
+    figure.querySelector("[data-heatmap]").classList.toggle("hidden", !shown);
+    figure.querySelector("[data-heatmap-opacity]").disabled = !shown;
+  });
+  panel.addEventListener("input", function (event) {
+    if (!event.target.matches("[data-heatmap-opacity]")) return;
+    var figure = scanOf(event.target);
+    figure.querySelector("[data-heatmap]").style.opacity = event.target.value / 100;
+    figure.querySelector("[data-heatmap-opacity-value]").textContent = event.target.value + "%";
+  });
+
+  function announce(state) {
+    var words = { queued: "The study is waiting for the analysis service.",
+                  processing: "The network is analysing the images.",
+                  completed: "The analysis is complete.",
+                  failed: "The analysis failed.",
+                  cancelled: "The study was cancelled." };
+    var result = panel.querySelector("#result-badge");
+    announcer.textContent = (words[state.status] || state.status) + (result ? " Result: " + result.textContent + "." : "");
   }
 
   function refreshPanel() {
     return fetch(panel.dataset.panelUrl, { credentials: "same-origin" })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
-      .then(function (html) { panel.innerHTML = html; setFractions(panel); wireHeatmaps(panel); });
+      .then(function (html) { panel.innerHTML = html; });
   }
 
   function poll() {
     fetch(panel.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
       .then(function (state) {
-        if (state.status !== panel.dataset.status) {
+        if (state.status === panel.dataset.status) return state;
+        return refreshPanel().then(function () {
           panel.dataset.status = state.status;
-          return refreshPanel().then(function () { return state; });
-        }
-        return state;
+          announce(state);
+          return state;
+        });
       })
-      .then(function (state) { if (state.active) setTimeout(poll, POLL_MS); })
-      .catch(function () { setTimeout(poll, POLL_MS * 4); });
+      .then(function (state) {
+        if (!state.active) return;
+        delay = Math.min(delay * 1.15, MAX_POLL_MS);  // a long wait is checked less and less often
+        setTimeout(poll, delay);
+      })
+      .catch(function () { setTimeout(poll, MAX_POLL_MS); });
   }
 
-  setFractions(panel);
-  wireHeatmaps(panel);
+  // A printed report shows the feature tables, even where they are folded on screen.
+  var unfolded = [];
+  window.addEventListener("beforeprint", function () {
+    unfolded = Array.prototype.filter.call(panel.querySelectorAll("details:not([open])"), function (details) {
+      details.open = true;
+      return true;
+    });
+  });
+  window.addEventListener("afterprint", function () {
+    unfolded.forEach(function (details) { details.open = false; });
+    unfolded = [];
+  });
   var printButton = document.getElementById("print-button");
   if (printButton) printButton.addEventListener("click", function () { window.print(); });
+
   if (panel.dataset.status === "queued" || panel.dataset.status === "processing") setTimeout(poll, POLL_MS);
 })();
