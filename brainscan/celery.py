@@ -14,10 +14,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 def _broker_options() -> dict:
     if settings.CELERY_BROKER_URL.startswith("filesystem"):
         folder = settings.CELERY_BROKER_FOLDER
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"), "store_processed": False}
+                "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
+                "store_processed": False}
     options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT}
     if settings.BROKER_KEY_PREFIX:
         options["global_keyprefix"] = settings.BROKER_KEY_PREFIX
