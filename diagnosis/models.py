@@ -124,11 +124,18 @@ def image_upload_path(image: "StudyImage", filename: str) -> str:
     return f"studies/{image.study_id}/{image.id}.png"
 
 
+def dicom_upload_path(image: "StudyImage", filename: str) -> str:
+    return f"studies/{image.study_id}/{image.id}.dcm"
+
+
 class StudyImage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
     position = models.PositiveIntegerField()
     file = models.FileField(upload_to=image_upload_path, max_length=255)
+    # The de-identified DICOM the PNG was made from (the frames of one file share it); the upload
+    # itself is never stored.
+    dicom = models.FileField(upload_to=dicom_upload_path, max_length=255, null=True, blank=True)
     source_format = models.CharField(max_length=16, help_text="JPEG, PNG or DICOM, as uploaded.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
