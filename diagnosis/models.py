@@ -210,6 +210,16 @@ class WorkerHeartbeat(models.Model):
         return self.hostname
 
 
+class AuditEventQuerySet(models.QuerySet):
+    """No bulk update or delete: the application can only append to the trail."""
+
+    def update(self, **kwargs):
+        raise PermissionError("Audit events cannot be changed.")
+
+    def delete(self):
+        raise PermissionError("Audit events cannot be deleted.")
+
+
 class AuditEvent(models.Model):
     """One thing that happened, append-only and hash-chained to the event before it.
 
@@ -260,6 +270,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
