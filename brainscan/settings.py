@@ -304,7 +304,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.choice("BRAINSCAN_LOG_LEVEL", "INFO",
                                                           ("DEBUG", "INFO", "WARNING", "ERROR"), "Log level")},
-    # pydicom logs (even at ERROR, with tracebacks) can quote element values, names among them. Every
-    # pydicom failure reaches the uploader as a plain refusal (diagnosis.dicom) instead.
-    "loggers": {"axes": {"level": "WARNING"}, "pydicom": {"level": "CRITICAL"}},
+    # Logs never carry file contents: Pillow's debug lines quote EXIF values, a patient's name among them.
+    # (pydicom, which sets its own level when imported, is silenced in diagnosis.dicom.)
+    "loggers": {"axes": {"level": "WARNING"}, "PIL": {"level": "WARNING"}},
 }

@@ -7,6 +7,8 @@ and one PNG per frame; the original bytes are never written anywhere.
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +29,12 @@ COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_
 LUMINANCE = np.array([0.299, 0.587, 0.114])
 PERCENTILE_WINDOW = (0.5, 99.5)
 
-# pydicom's validation warnings quote the offending value, which may be a name: never emit them.
+# pydicom's warnings and log lines (even at ERROR, with tracebacks) can quote an element's value, which
+# may be a name; warnings go to stderr, the server's log. None of them is needed: every failure reaches
+# the uploader as a plain refusal. (pydicom sets its logger's level when imported, so LOGGING cannot.)
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+warnings.filterwarnings("ignore", module=r"(pydicom|diagnosis\.dicom|diagnosis\.deidentify)(\.|$)")
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 class DicomRefused(UnreadableImage):
