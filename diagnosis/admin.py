@@ -150,7 +150,13 @@ class StudyAdmin(ReadOnlyAdmin):
 class PredictionAdmin(ReadOnlyAdmin):
     list_display = ["image", "label", "probability", "threshold", "model_version", "latency_ms", "created_at"]
     list_filter = ["label", "model_version"]
-    readonly_fields = [f.name for f in Prediction._meta.fields]
+    # A stored file has no public URL (the admin would render one as a link and fail): show its name.
+    exclude = ["heatmap"]
+    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["heatmap_file"]
+
+    @admin.display(description="Heatmap file")
+    def heatmap_file(self, prediction):
+        return prediction.heatmap.name
 
 
 @admin.register(Reading)
