@@ -17,5 +17,5 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Audit trail intact: {sound} events verified."))
             return
         where = f"at event {broken.event_id}" if broken.event_id else "at its end"
-        raise CommandError(f"Audit trail broken {where}: {broken.reason}. {sound} events before it are sound.",
-                           returncode=1)
+        before = "1 event before it is" if sound == 1 else f"{sound} events before it are"
+        raise CommandError(f"Audit trail broken {where}: {broken.reason}. {before} sound.", returncode=1)
