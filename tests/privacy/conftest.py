@@ -1,4 +1,4 @@
-"""Fixtures of the privacy tests: a private, empty file storage per test, and completed studies."""
+"""Fixtures and helpers of the privacy tests: a private, empty file storage per test, completed studies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from diagnosis import services
 from diagnosis.models import Study
 from tests.factories import phantom_bytes
-from tests.privacy.samples import dicom_upload, identifiable_mr
 
 
 @pytest.fixture
@@ -39,12 +38,3 @@ def submit_and_assess(user, patient, uploads) -> Study:
     study.refresh_from_db()
     assert study.status == Study.Status.COMPLETED, study.error
     return study
-
-
-@pytest.fixture
-def study_a(media_root, clinician_a, patient_a) -> Study:
-    """Clinician A's completed study of patient A: a DICOM slice (de-identified copy stored) and a PNG."""
-    return submit_and_assess(clinician_a, patient_a, [dicom_upload(identifiable_mr()), png_upload()])
-
-
-__all__ = ["stored_files", "png_upload", "submit_and_assess"]

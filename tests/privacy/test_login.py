@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnosis.models import AuditEvent
-from tests.factories import PASSWORD, UserFactory
+from tests.factories import PASSWORD
 from tests import workers
 
 pytestmark = pytest.mark.django_db
