@@ -169,6 +169,17 @@ MAX_DICOM_FRAMES = env.integer("BRAINSCAN_MAX_DICOM_FRAMES", 64, "Most frames ta
                                minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_STUDY + 1
 FILE_UPLOAD_PERMISSIONS = 0o600
+# A larger request is refused before it is read (diagnosis.middleware).
+MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * MAX_FILES_PER_STUDY + 1_048_576
+# Uploads are kept in memory, never in a temporary file: a scan's original bytes (a DICOM header
+# names the patient) must not land on disk. The memory handler takes a request only up to this size,
+# so it is the request limit: anything larger has already been refused.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+DICOM_DATES = env.choice("BRAINSCAN_DICOM_DATES", "shift", ("shift", "remove"), "Dates in a stored DICOM file: "
+                         "shift (moved back by a random number of days per study, intervals kept) or remove")
+DICOM_KEEP_SEX_AGE = env.boolean("BRAINSCAN_DICOM_KEEP_SEX_AGE", False, "Keep the patient's sex and age (ages "
+                                 "over 89 written as 90) in stored DICOM files and show them on the study page")
 
 # --- Model --------------------------------------------------------------------------------------
 MODEL_DIR = Path(env.string("BRAINSCAN_MODEL_DIR", str(BASE_DIR / "models"), "Model registry folder"))
@@ -293,5 +304,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.choice("BRAINSCAN_LOG_LEVEL", "INFO",
                                                           ("DEBUG", "INFO", "WARNING", "ERROR"), "Log level")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    # Logs never carry file contents: Pillow's debug lines quote EXIF values, a patient's name among them.
+    # (pydicom, which sets its own level when imported, is silenced in diagnosis.dicom.)
+    "loggers": {"axes": {"level": "WARNING"}, "PIL": {"level": "WARNING"}},
 }

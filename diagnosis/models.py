@@ -124,11 +124,18 @@ def image_upload_path(image: "StudyImage", filename: str) -> str:
     return f"studies/{image.study_id}/{image.id}.png"
 
 
+def dicom_upload_path(image: "StudyImage", filename: str) -> str:
+    return f"studies/{image.study_id}/{image.id}.dcm"
+
+
 class StudyImage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
     position = models.PositiveIntegerField()
     file = models.FileField(upload_to=image_upload_path, max_length=255)
+    # The de-identified DICOM the PNG was made from (the frames of one file share it); the upload
+    # itself is never stored.
+    dicom = models.FileField(upload_to=dicom_upload_path, max_length=255, null=True, blank=True)
     source_format = models.CharField(max_length=16, help_text="JPEG, PNG or DICOM, as uploaded.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -203,6 +210,16 @@ class WorkerHeartbeat(models.Model):
         return self.hostname
 
 
+class AuditEventQuerySet(models.QuerySet):
+    """No bulk update or delete: the application can only append to the trail."""
+
+    def update(self, **kwargs):
+        raise PermissionError("Audit events cannot be changed.")
+
+    def delete(self):
+        raise PermissionError("Audit events cannot be deleted.")
+
+
 class AuditEvent(models.Model):
     """One thing that happened, append-only and hash-chained to the event before it.
 
@@ -253,6 +270,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

@@ -103,7 +103,7 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
         raise ServiceError("Choose at least one image to upload.")
     if len(uploads) > settings.MAX_FILES_PER_STUDY:
         raise ServiceError(f"A study holds at most {settings.MAX_FILES_PER_STUDY} files; {len(uploads)} were sent.")
-    slices, rejections = decode_uploads(uploads)
+    slices, rejections = decode_uploads(uploads, patient_code=patient.code)
     for rejection in rejections:
         audit.record(Action.UPLOAD_REJECTED, actor=user, request=request, patient_code=patient.code, via=via,
                      details={"reason": rejection.code})
@@ -117,6 +117,7 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
         with transaction.atomic():
             study = Study.objects.create(patient=patient, submitted_by=user, idempotency_key=idempotency_key,
                                          enqueued_at=timezone.now())
+            dicom_names: dict = {}  # the frames of one DICOM file share its de-identified copy
             for position, piece in enumerate(slices):
                 png = encode_png(piece.gray)
                 image = StudyImage(study=study, position=position, source_format=piece.source_format,
@@ -124,6 +125,12 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
                                    sha256=hashlib.sha256(png).hexdigest(), acquisition=piece.acquisition)
                 image.file.save("scan.png", ContentFile(png), save=False)
                 stored.append(image.file.name)
+                if piece.dicom is not None:
+                    if piece.dicom not in dicom_names:
+                        image.dicom.save("scan.dcm", ContentFile(piece.dicom.data), save=False)
+                        dicom_names[piece.dicom] = image.dicom.name
+                        stored.append(image.dicom.name)
+                    image.dicom.name = dicom_names[piece.dicom]
                 image.save()
             audit.record(Action.STUDY_CREATED, actor=user, request=request, obj=study, patient_code=patient.code,
                          via=via, details={"images": len(slices), "rejected_files": len(rejections)})
@@ -434,8 +441,9 @@ def erase_patient(*, patient: Patient, actor, request=None, via: str = "admin") 
     The audit trail keeps the pseudonymous code and what happened, nothing else.
     """
     images = StudyImage.objects.filter(study__patient=patient)
-    names = [name for name in images.values_list("file", flat=True) if name]
-    names += [name for name in Prediction.objects.filter(image__in=images).values_list("heatmap", flat=True) if name]
+    names = {name for pair in images.values_list("file", "dicom") for name in pair if name}
+    names |= {name for name in Prediction.objects.filter(image__in=images).values_list("heatmap", flat=True) if name}
+    names = sorted(names)
     counts = {"studies": Study.objects.filter(patient=patient).count(), "images": images.count(), "files": len(names)}
     code = patient.code
     with transaction.atomic():
