@@ -13,7 +13,7 @@ from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
 
 from diagnosis.inference import registry
 from diagnosis.models import Consent, Patient, Prediction, Study, StudyImage
-from ml.features import FEATURE_DESCRIPTIONS
+from ml.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from ml.registry import RegistryError
 
 TRIAGE, NEWEST = "triage", "newest"
@@ -95,14 +95,17 @@ def feature_rows(prediction: Prediction) -> list[dict]:
     card = model_card(prediction.model_version)
     ranges = card.get("feature_ranges", {})
     contribution = {row["feature"]: row["contribution"] for row in prediction.feature_contributions}
+    # PostgreSQL's jsonb does not keep key order: list the features in their documented order everywhere.
+    known = {name: index for index, name in enumerate(FEATURE_NAMES)}
+    names = sorted(prediction.features, key=lambda name: (known.get(name, len(known)), name))
     return [
         {
-            "name": name, "description": FEATURE_DESCRIPTIONS.get(name, ""), "value": value,
+            "name": name, "description": FEATURE_DESCRIPTIONS.get(name, ""), "value": prediction.features[name],
             "typical_no_tumor": ranges.get(name, {}).get("no_tumor"),
             "typical_tumor": ranges.get(name, {}).get("tumor"),
             "contribution": contribution.get(name),
         }
-        for name, value in prediction.features.items()
+        for name in names
     ]
 
 
