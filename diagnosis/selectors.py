@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
 
 from diagnosis.inference import registry
@@ -88,6 +89,15 @@ def model_card(version: str) -> dict:
         return registry().get(version).card
     except RegistryError:
         return {}
+
+
+def registered_models() -> list[dict]:
+    """Every version in the model registry with its card, marking the active one and the one served."""
+    models = registry()
+    active = models.active_name()
+    serving = settings.MODEL_VERSION or active
+    return [{"version": version.name, "active": version.name == active, "serving": version.name == serving,
+             "card": version.card} for version in models.versions()]
 
 
 def feature_rows(prediction: Prediction) -> list[dict]:
