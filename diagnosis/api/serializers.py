@@ -29,9 +29,9 @@ def absolute_url(request, name: str, *args) -> str:
 
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+    username = serializers.CharField(max_length=150, help_text="The account's username, as on the login page.")
     password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True,
-                                     style={"input_type": "password"})
+                                     style={"input_type": "password"}, help_text="The account's password.")
 
 
 class TokenSerializer(serializers.Serializer):
@@ -76,26 +76,30 @@ class KeyRelatedField(serializers.SlugRelatedField):
 
 
 class ConsentSerializer(serializers.ModelSerializer):
-    active = serializers.BooleanField(source="is_active", read_only=True)
+    active = serializers.BooleanField(source="is_active", read_only=True, help_text="Granted and not withdrawn.")
 
     class Meta:
         model = Consent
         fields = ["id", "scope", "granted_at", "withdrawn_at", "active"]
         read_only_fields = fields
+        extra_kwargs = {"id": {"help_text": "The consent record's id."},
+                        "granted_at": {"help_text": "When the patient gave consent."},
+                        "withdrawn_at": {"help_text": "When the patient withdrew it; null while it stands."}}
 
 
 class PatientSerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="This patient in the API.")
     ai_consent = serializers.BooleanField(source="has_consent", read_only=True,
                                           help_text="An active consent for AI analysis: studies can be submitted.")
     care_team = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username",
                                              help_text="Usernames of the clinicians who may see this patient.")
-    consents = ConsentSerializer(many=True, read_only=True)
+    consents = ConsentSerializer(many=True, read_only=True, help_text="Every consent record, newest first.")
 
     class Meta:
         model = Patient
         fields = ["code", "url", "ai_consent", "care_team", "consents", "created_at"]
         read_only_fields = fields
+        extra_kwargs = {"created_at": {"help_text": "When the patient was added to BrainScan."}}
 
     def get_url(self, patient) -> str:
         return absolute_url(self.context["request"], "patient-detail", patient.code)
@@ -179,9 +183,10 @@ class StudyFilterSerializer(serializers.Serializer):
 
 
 class ReadingInputSerializer(serializers.Serializer):
-    agrees_with_model = serializers.BooleanField()
-    finding = serializers.ChoiceField(choices=Reading.Finding.choices)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    agrees_with_model = serializers.BooleanField(help_text="Whether the clinician agrees with the model's label.")
+    finding = serializers.ChoiceField(choices=Reading.Finding.choices, help_text="The clinician's own finding.")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="",
+                                    help_text="Optional free text (no patient-identifying data).")
 
 
 # --- Studies: output -----------------------------------------------------------------------------------
@@ -190,10 +195,11 @@ class ReadingInputSerializer(serializers.Serializer):
 class StudyAcceptedSerializer(serializers.Serializer):
     """Built from a services.Submission."""
 
-    id = serializers.UUIDField(source="study.pk")
-    status = serializers.ChoiceField(source="study.status", choices=Study.Status.choices)
+    id = serializers.UUIDField(source="study.pk", help_text="The study's id.")
+    status = serializers.ChoiceField(source="study.status", choices=Study.Status.choices,
+                                     help_text="queued right after a submission or a retry.")
     url = serializers.SerializerMethodField(help_text="Poll this for the status and, once completed, the result.")
-    patient = serializers.CharField(source="study.patient.code")
+    patient = serializers.CharField(source="study.patient.code", help_text="The patient's code.")
     rejected = RejectedFileSerializer(source="rejections", many=True,
                                       help_text="Files that were not added, and why; the others were.")
 
@@ -202,15 +208,27 @@ class StudyAcceptedSerializer(serializers.Serializer):
 
 
 class StudyErrorSerializer(serializers.Serializer):
-    code = serializers.CharField(source="error_code")
+    code = serializers.CharField(source="error_code", help_text="Machine-readable, e.g. unreadable_image, "
+                                                                "attempts_exhausted, service_unavailable, "
+                                                                "consent_withdrawn.")
     message = serializers.CharField(source="error", help_text="Why the study did not complete, for a clinician.")
 
 
+STUDY_FIELD_HELP = {
+    "id": {"help_text": "The study's id."},
+    "created_at": {"help_text": "When the study was submitted."},
+    "updated_at": {"help_text": "When the study last changed."},
+    "started_at": {"help_text": "When a worker last started the assessment."},
+    "finished_at": {"help_text": "When the study completed, failed or was cancelled."},
+    "probability": {"help_text": "Highest tumor probability among the images; null until completed."},
+}
+
+
 class StudySummarySerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
-    patient = serializers.CharField(source="patient.code")
-    submitted_by = serializers.CharField(source="submitted_by.username")
-    label = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="The study in the API, with its result.")
+    patient = serializers.CharField(source="patient.code", help_text="The patient's code.")
+    submitted_by = serializers.CharField(source="submitted_by.username", help_text="Who submitted it (username).")
+    label = serializers.SerializerMethodField(help_text="tumor or no_tumor; null until completed.")
     images = serializers.IntegerField(source="image_count", help_text="Number of images in the study.")
 
     class Meta:
@@ -218,6 +236,7 @@ class StudySummarySerializer(serializers.ModelSerializer):
         fields = ["id", "url", "status", "patient", "submitted_by", "created_at", "finished_at", "label",
                   "probability", "images"]
         read_only_fields = fields
+        extra_kwargs = STUDY_FIELD_HELP
 
     def get_url(self, study) -> str:
         return absolute_url(self.context["request"], "study-detail", study.pk)
@@ -230,9 +249,9 @@ class StudySummarySerializer(serializers.ModelSerializer):
 class FeatureSerializer(serializers.Serializer):
     """One row of selectors.feature_rows."""
 
-    name = serializers.CharField()
-    description = serializers.CharField()
-    value = serializers.FloatField()
+    name = serializers.CharField(help_text="The feature, e.g. glcm_contrast.")
+    description = serializers.CharField(help_text="What it measures, in plain words.")
+    value = serializers.FloatField(help_text="Its value for this image (after cropping to the head and resizing).")
     typical_no_tumor = serializers.ListField(child=serializers.FloatField(), allow_null=True,
                                              help_text="25th to 75th percentile in the training images without tumor.")
     typical_tumor = serializers.ListField(child=serializers.FloatField(), allow_null=True,
@@ -242,7 +261,8 @@ class FeatureSerializer(serializers.Serializer):
 
 
 class ImagePredictionSerializer(serializers.ModelSerializer):
-    label = serializers.ChoiceField(choices=LABELS)
+    label = serializers.ChoiceField(choices=LABELS, help_text="tumor when the probability is at or above the "
+                                                              "threshold.")
     heatmap_url = serializers.SerializerMethodField(help_text="PNG of the network's evidence, same size as the image.")
     features = serializers.SerializerMethodField(help_text="The 13 texture features of the slice.")
     feature_probability = serializers.FloatField(allow_null=True,
@@ -253,6 +273,11 @@ class ImagePredictionSerializer(serializers.ModelSerializer):
         fields = ["label", "probability", "threshold", "model_version", "model_sha256", "heatmap_url",
                   "feature_probability", "features", "inference_ms", "latency_ms", "created_at"]
         read_only_fields = fields
+        extra_kwargs = {"probability": {"help_text": "The CNN's tumor probability, 0 to 1."},
+                        "threshold": {"help_text": "The model's decision threshold."},
+                        "model_version": {"help_text": "The model version that ran (see /api/v1/models/)."},
+                        "model_sha256": {"help_text": "SHA-256 of the exact weights that ran."},
+                        "created_at": {"help_text": "When the prediction was stored."}}
 
     def get_heatmap_url(self, prediction) -> str:
         image = prediction.image
@@ -273,6 +298,10 @@ class ImageSerializer(serializers.ModelSerializer):
         fields = ["id", "position", "source_format", "width", "height", "sha256", "acquisition", "image_url",
                   "prediction"]
         read_only_fields = fields
+        extra_kwargs = {"id": {"help_text": "The image's id."},
+                        "position": {"help_text": "Order in the study, from 0."},
+                        "width": {"help_text": "Width of the stored image, in pixels."},
+                        "height": {"help_text": "Height of the stored image, in pixels."}}
 
     def get_image_url(self, image) -> str:
         return absolute_url(self.context["request"], "study-image", image.study_id, image.pk)
@@ -289,30 +318,34 @@ class StudyPredictionSerializer(serializers.Serializer):
     label = serializers.ChoiceField(choices=LABELS, help_text="tumor if any image is at or above the threshold.")
     probability = serializers.FloatField(help_text="The highest tumor probability among the images.")
     threshold = serializers.FloatField(help_text="The model's decision threshold.")
-    model_version = serializers.CharField()
-    model_sha256 = serializers.CharField(help_text="Of the exact weights that ran.")
+    model_version = serializers.CharField(help_text="The model version that ran.")
+    model_sha256 = serializers.CharField(help_text="SHA-256 of the exact weights that ran.")
     image = serializers.UUIDField(help_text="The image with the highest probability.")
-    heatmap_url = serializers.URLField()
+    heatmap_url = serializers.URLField(help_text="That image's heatmap (PNG).")
 
 
 class ReadingSerializer(serializers.ModelSerializer):
-    clinician = serializers.CharField(source="clinician.username")
+    clinician = serializers.CharField(source="clinician.username", help_text="Who recorded it (username).")
 
     class Meta:
         model = Reading
         fields = ["clinician", "agrees_with_model", "finding", "comment", "created_at", "updated_at"]
         read_only_fields = fields
+        extra_kwargs = {"agrees_with_model": {"help_text": "Whether the clinician agrees with the model's label."},
+                        "comment": {"help_text": "The clinician's comment, if any."},
+                        "created_at": {"help_text": "When the reading was first recorded."},
+                        "updated_at": {"help_text": "When the reading was last changed."}}
 
 
 class StudyDetailSerializer(serializers.ModelSerializer):
     """Expects a study from selectors.study_with_results (images, predictions and readings prefetched)."""
 
-    url = serializers.SerializerMethodField()
-    patient = serializers.CharField(source="patient.code")
-    submitted_by = serializers.CharField(source="submitted_by.username")
-    error = serializers.SerializerMethodField(help_text="Present when the study failed or was cancelled.")
-    prediction = serializers.SerializerMethodField(help_text="Present when the study is completed.")
-    images = ImageSerializer(many=True)
+    url = serializers.SerializerMethodField(help_text="This study in the API.")
+    patient = serializers.CharField(source="patient.code", help_text="The patient's code.")
+    submitted_by = serializers.CharField(source="submitted_by.username", help_text="Who submitted it (username).")
+    error = serializers.SerializerMethodField(help_text="Why it failed or was cancelled; null otherwise.")
+    prediction = serializers.SerializerMethodField(help_text="The study's result once completed; null before.")
+    images = ImageSerializer(many=True, help_text="The study's slices, in upload order.")
     readings = ReadingSerializer(many=True, help_text="Clinicians' own readings of the study.")
 
     class Meta:
@@ -320,6 +353,7 @@ class StudyDetailSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "status", "patient", "submitted_by", "created_at", "updated_at", "started_at",
                   "finished_at", "attempts", "error", "prediction", "images", "readings"]
         read_only_fields = fields
+        extra_kwargs = STUDY_FIELD_HELP
 
     def get_url(self, study) -> str:
         return absolute_url(self.context["request"], "study-detail", study.pk)
@@ -349,7 +383,7 @@ class StudyDetailSerializer(serializers.ModelSerializer):
 class ModelVersionSerializer(serializers.Serializer):
     """Built from selectors.registered_models()."""
 
-    version = serializers.CharField()
+    version = serializers.CharField(help_text="The version's name (its folder in the registry).")
     active = serializers.BooleanField(help_text="The registry's active version (models/ACTIVE).")
     serving = serializers.BooleanField(help_text="The version this installation runs (BRAINSCAN_MODEL_VERSION, "
                                                  "else the active one).")

@@ -61,7 +61,7 @@ class TokenView(APIView):
         description="Checks the username and password like the login page (failed attempts count towards the "
                     "lockout, which answers 429 `locked_out`) and returns a new token that expires after "
                     "BRAINSCAN_API_TOKEN_HOURS hours. Only its SHA-256 is stored.",
-        request=s.CredentialsSerializer, responses={201: s.TokenSerializer, **errors(400)}, auth=[],
+        request=s.CredentialsSerializer, responses={201: OpenApiResponse(s.TokenSerializer, description="A new token."), **errors(400)}, auth=[],
     )
     def post(self, request):
         credentials = s.CredentialsSerializer(data=request.data)
@@ -78,7 +78,7 @@ class TokenView(APIView):
                         status=status.HTTP_201_CREATED)
 
     @extend_schema(operation_id="auth_token_destroy", summary="Log out: revoke the token of this request",
-                   request=None, responses={204: None, **errors(400)})
+                   request=None, responses={204: OpenApiResponse(description="Revoked."), **errors(400)})
     def delete(self, request):
         if not isinstance(request.auth, ApiToken):
             raise ApiError(400, "not_token_authenticated", "This request was not made with a token; "
@@ -123,7 +123,8 @@ PNG = OpenApiResponse(OpenApiTypes.BINARY, description="The PNG file. With S3 st
     list=extend_schema(summary="List studies", parameters=[s.StudyFilterSerializer],
                        description="The studies of the caller's patients (all studies for administrators), "
                                    "newest first unless `order=triage`.",
-                       responses={200: s.StudySummarySerializer(many=True), **errors(400, 404)}),
+                       responses={200: OpenApiResponse(s.StudySummarySerializer(many=True),
+                                                       description="A page of studies."), **errors(400, 404)}),
 )
 class StudyViewSet(viewsets.GenericViewSet):
     """Studies of the caller's patients: submit slices, poll the status, read the result, see the images."""
@@ -159,7 +160,9 @@ class StudyViewSet(viewsets.GenericViewSet):
                                      description="A unique key per submission (a UUID, say), at most 128 "
                                                  "characters, so that a retried request creates one study.")],
         request={"multipart/form-data": s.StudySubmitSerializer},
-        responses={202: s.StudyAcceptedSerializer, **errors(400, 413, 415, 422)},
+        responses={202: OpenApiResponse(s.StudyAcceptedSerializer, description="Stored and queued (or, with a "
+                                        "repeated Idempotency-Key, the study the first request created); the "
+                                        "Location header holds `url`."), **errors(400, 413, 415, 422)},
     )
     def create(self, request):
         key = _idempotency_key(request)
@@ -189,14 +192,16 @@ class StudyViewSet(viewsets.GenericViewSet):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     @extend_schema(summary="A study: status and, when completed, the result", parameters=[STUDY_ID],
-                   responses={200: s.StudyDetailSerializer, **errors(404)})
+                   responses={200: OpenApiResponse(s.StudyDetailSerializer, description="The study."),
+                              **errors(404)})
     def retrieve(self, request, pk=None):
         study = self.get_object()
         audit.record(Action.STUDY_VIEWED, request=request, obj=study, patient_code=study.patient.code, via="api")
         return Response(self.get_serializer(selectors.study_with_results(study)).data)
 
     @extend_schema(summary="Run a failed or cancelled study again", parameters=[STUDY_ID], request=None,
-                   responses={202: s.StudyAcceptedSerializer, **errors(404, 409)})
+                   responses={202: OpenApiResponse(s.StudyAcceptedSerializer, description="Queued again."),
+                              **errors(404, 409)})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         study = self.get_object()
@@ -207,7 +212,9 @@ class StudyViewSet(viewsets.GenericViewSet):
         return self._accepted(services.Submission(study))
 
     @extend_schema(summary="Record the caller's own reading of a completed study", parameters=[STUDY_ID],
-                   request=s.ReadingInputSerializer, responses={200: s.ReadingSerializer, **errors(400, 404, 409)})
+                   request=s.ReadingInputSerializer,
+                   responses={200: OpenApiResponse(s.ReadingSerializer, description="The reading, created or updated."),
+                              **errors(400, 404, 409)})
     @action(detail=True, methods=["post"])
     def reading(self, request, pk=None):
         study = self.get_object()
@@ -259,9 +266,11 @@ PATIENT_CODE = OpenApiParameter("code", str, OpenApiParameter.PATH, description=
     list=extend_schema(summary="List patients",
                        description="The patients on the caller's care teams (all patients for administrators), "
                                    "with their consent.",
-                       responses={200: s.PatientSerializer(many=True), **errors(404)}),
+                       responses={200: OpenApiResponse(s.PatientSerializer(many=True),
+                                                       description="A page of patients."), **errors(404)}),
     retrieve=extend_schema(summary="A patient", parameters=[PATIENT_CODE],
-                           responses={200: s.PatientSerializer, **errors(404)}),
+                           responses={200: OpenApiResponse(s.PatientSerializer, description="The patient."),
+                                      **errors(404)}),
 )
 class PatientViewSet(viewsets.GenericViewSet):
     """The caller's patients and their consent; administrators see all, create patients and record consent."""
@@ -298,7 +307,9 @@ class PatientViewSet(viewsets.GenericViewSet):
         return self._answer(patient)
 
     @extend_schema(summary="Create a patient (administrators)", request=s.PatientCreateSerializer,
-                   responses={201: s.PatientSerializer, **errors(400, 403)})
+                   responses={201: OpenApiResponse(s.PatientSerializer, description="Created; the Location header "
+                                                                                    "holds its `url`."),
+                              **errors(400, 403)})
     def create(self, request):
         form = self.get_serializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -311,13 +322,16 @@ class PatientViewSet(viewsets.GenericViewSet):
 
     @extend_schema(methods=["POST"], summary="Record a patient's consent (administrators)",
                    parameters=[PATIENT_CODE], request=s.ConsentCreateSerializer,
-                   responses={201: s.ConsentSerializer, **errors(400, 403, 404)})
+                   responses={201: OpenApiResponse(s.ConsentSerializer, description="Recorded."),
+                              **errors(400, 403, 404)})
     @extend_schema(methods=["DELETE"], summary="Withdraw a patient's consent (administrators)",
                    description="Withdraws the active consents of the scope (AI analysis unless `?scope=` says "
                                "otherwise); the patient's studies that have not started are cancelled.",
                    parameters=[PATIENT_CODE, OpenApiParameter("scope", str, enum=Consent.Scope.values,
                                                               description="Default ai_analysis.")],
-                   request=None, responses={200: s.ConsentWithdrawnSerializer, **errors(400, 403, 404)})
+                   request=None, responses={200: OpenApiResponse(s.ConsentWithdrawnSerializer,
+                                                                 description="What was withdrawn and cancelled."),
+                                            **errors(400, 403, 404)})
     @action(detail=True, methods=["post", "delete"])
     def consent(self, request, code=None):
         patient = self.get_object()
@@ -345,7 +359,8 @@ class ModelVersionViewSet(viewsets.ViewSet):
 
     @extend_schema(summary="List the model versions", description="Every registered version with its model card, "
                    "and which one is active and served.",
-                   responses={200: s.ModelVersionSerializer(many=True), **errors()})
+                   responses={200: OpenApiResponse(s.ModelVersionSerializer(many=True),
+                                                   description="Every registered version."), **errors()})
     def list(self, request):
         models = selectors.registered_models()
         audit.record(Action.MODEL_LISTED, request=request, via="api", details={"versions": len(models)})
