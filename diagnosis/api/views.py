@@ -61,7 +61,8 @@ class TokenView(APIView):
         description="Checks the username and password like the login page (failed attempts count towards the "
                     "lockout, which answers 429 `locked_out`) and returns a new token that expires after "
                     "BRAINSCAN_API_TOKEN_HOURS hours. Only its SHA-256 is stored.",
-        request=s.CredentialsSerializer, responses={201: OpenApiResponse(s.TokenSerializer, description="A new token."), **errors(400)}, auth=[],
+        request=s.CredentialsSerializer, auth=[],
+        responses={201: OpenApiResponse(s.TokenSerializer, description="A new token."), **errors(400)},
     )
     def post(self, request):
         credentials = s.CredentialsSerializer(data=request.data)

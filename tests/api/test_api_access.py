@@ -40,7 +40,7 @@ READ_RULES = {
 
 @pytest.mark.parametrize("persona", PERSONAS)
 @pytest.mark.parametrize("target", sorted(READ_RULES))
-def test_reading_clinician_as_objects(persona, target, personas, study_a, patient_a):
+def test_reading_clinician_a_objects(persona, target, personas, study_a, patient_a):
     response = token_client(personas[persona]).get(urls_of(study_a, patient_a)[target])
     assert response.status_code == READ_RULES[target][persona]
     if response.status_code >= 400:
@@ -82,7 +82,7 @@ def test_recording_a_reading(persona, expected, personas, study_a):
 
 @pytest.mark.parametrize("persona,expected", [("clinician_a", 202), ("clinician_b", 400), ("admin", 202),
                                               ("anonymous", 401)])
-def test_submitting_for_clinician_as_patient(persona, expected, personas, patient_a):
+def test_submitting_for_clinician_a_patient(persona, expected, personas, patient_a):
     response = token_client(personas[persona]).post("/api/v1/studies/", {
         "patient": patient_a.code, "image": upload("a.png", phantom_bytes(1))}, format="multipart")
     assert response.status_code == expected

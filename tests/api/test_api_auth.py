@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -159,3 +160,13 @@ def test_the_browsable_api_renders_for_a_signed_in_user(url, clinician_a, patien
     response = client.get(url, HTTP_ACCEPT="text/html")
     assert response.status_code in (200, 405)  # the token endpoint has no GET, but says so in a page
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_the_login_page_still_answers_a_lockout_with_its_page(clinician_a, settings):
+    """The lockout answer (AXES_LOCKOUT_CALLABLE) is JSON only under /api/."""
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        response = client.post("/login/", {"username": "clinician_a", "password": "wrong-password"})
+    assert response.status_code == 429
+    assert response["Content-Type"].startswith("text/html")
+    assert b"Too many failed logins" in response.content
