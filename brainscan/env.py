@@ -7,11 +7,13 @@ and `.env.example` can be checked against `DECLARED`.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
 DECLARED: dict[str, str] = {}
+_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -79,4 +81,13 @@ def url(name: str, default: str | None, schemes: tuple[str, ...], help: str = ""
     scheme = urlparse(value).scheme
     if scheme not in schemes:
         raise ImproperlyConfigured(f"{name} must be a URL with one of the schemes {', '.join(schemes)}; got {scheme!r}.")
+    return value
+
+
+def rate(name: str, default: str, help: str = "") -> str:
+    """A request rate such as 30/minute (per second, minute, hour or day)."""
+    value = string(name, default, help)
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate; write it as a count per second, minute, hour "
+                                   "or day, e.g. 30/minute.")
     return value

@@ -56,7 +56,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
@@ -226,7 +225,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.integer("BRAINSCAN_LOCKOUT_MINUTES", 1
                                                   minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_LOCKOUT_CALLABLE = "diagnosis.errors.locked_out"  # the lockout page, or JSON under /api/
 
 # --- Security headers -----------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -256,28 +255,45 @@ if env.boolean("BRAINSCAN_BEHIND_PROXY", False, "Trust X-Forwarded-Proto from a 
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- REST API ----------------------------------------------------------------------------------
+API_TOKEN_HOURS = env.integer("BRAINSCAN_API_TOKEN_HOURS", 12, "Lifetime of an API token, in hours",
+                              minimum=1, maximum=24 * 90)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "diagnosis.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the browsable API, with CSRF
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "diagnosis.api.throttling.AnonymousRateThrottle",
+        "diagnosis.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env.string("BRAINSCAN_API_ANON_RATE", "30/minute", "API requests per anonymous address"),
-        "user": env.string("BRAINSCAN_API_USER_RATE", "600/minute", "API requests per user"),
+        "anon": env.rate("BRAINSCAN_API_ANON_RATE", "30/minute", "API requests per anonymous client address "
+                         "(count/second, minute, hour or day)"),
+        "user": env.rate("BRAINSCAN_API_USER_RATE", "600/minute", "API requests per user "
+                         "(count/second, minute, hour or day)"),
     },
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # The client's address is REMOTE_ADDR, as in the audit trail: a made-up X-Forwarded-For cannot dodge the limit.
+    "NUM_PROXIES": 0,
+    "DEFAULT_PAGINATION_CLASS": "diagnosis.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
+    "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "BrainScan API",
-    "DESCRIPTION": "Submit brain MRI slices and read the CNN's tumor assessments.",
+    "DESCRIPTION": (
+        "Submit brain MRI slices and read the CNN's tumor assessments. Decision support: every result must be "
+        "read by a qualified clinician.\n\n"
+        "**Authentication**: `POST /api/v1/auth/token/` with a username and password returns a token that expires; "
+        "send it as `Authorization: Token <token>`. `DELETE /api/v1/auth/token/` revokes it.\n\n"
+        "**Errors** are JSON of one shape: `{\"error\": {\"code\": ..., \"message\": ..., \"fields\": {...}}}`; "
+        "`fields` is present when particular fields were wrong. An object you may not see answers 404.\n\n"
+        "**Throttling**: requests are limited per user and per anonymous address; over the limit the answer is "
+        "429 with a `Retry-After` header."
+    ),
     "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -220,6 +220,26 @@ class AuditEventQuerySet(models.QuerySet):
         raise PermissionError("Audit events cannot be deleted.")
 
 
+class ApiToken(models.Model):
+    """A REST API credential that expires and can be revoked.
+
+    Only the token's SHA-256 is stored: a copy of the database holds no usable token. Tokens are
+    256 random bits, so an unsalted hash is enough.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"API token of {self.user} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class AuditEvent(models.Model):
     """One thing that happened, append-only and hash-chained to the event before it.
 
@@ -255,6 +275,7 @@ class AuditEvent(models.Model):
         USER_CHANGED = "user.changed", "Account changed"
         MODEL_LISTED = "model.listed", "Models listed"
         API_TOKEN_ISSUED = "api.token_issued", "API token issued"
+        API_TOKEN_REVOKED = "api.token_revoked", "API token revoked"
         ANALYTICS_VIEWED = "analytics.viewed", "Analytics viewed"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -49,6 +49,12 @@ class ConsentRequired(ServiceError):
     code = "consent_required"
 
 
+class InvalidState(ServiceError):
+    """The study is not in a state that allows this action (for example, a retry of a completed study)."""
+
+    code = "invalid_state"
+
+
 class NothingUsable(ServiceError):
     """None of the uploaded files could be used; nothing was stored."""
 
@@ -374,7 +380,7 @@ def requeue_stale() -> int:
 def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
     """Run a failed or cancelled study again, as a new attempt with a fresh attempt budget."""
     if study.status not in (Status.FAILED, Status.CANCELLED):
-        raise ServiceError("Only a failed or cancelled study can be run again.")
+        raise InvalidState("Only a failed or cancelled study can be run again.")
     check_can_submit(user, study.patient)
     now = timezone.now()
     with transaction.atomic():
@@ -382,7 +388,7 @@ def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
             status=Status.QUEUED, attempts=0, error="", error_code="", finished_at=None, enqueued_at=now,
             updated_at=now)
         if not moved:
-            raise ServiceError("The study was already started again.")
+            raise InvalidState("The study was already started again.")
         audit.record(Action.STUDY_RETRIED, actor=user, request=request, obj=study, patient_code=study.patient.code,
                      via=via, details={"previous_error": study.error_code})
         enqueue(study)
@@ -393,7 +399,7 @@ def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
 def record_reading(*, user, study: Study, agrees_with_model: bool, finding: str, comment: str = "",
                    request=None, via: str = "web") -> Reading:
     if study.status != Status.COMPLETED:
-        raise ServiceError("A reading can be recorded once the assessment is complete.")
+        raise InvalidState("A reading can be recorded once the assessment is complete.")
     with transaction.atomic():
         reading, created = Reading.objects.update_or_create(
             study=study, clinician=user,
@@ -406,6 +412,16 @@ def record_reading(*, user, study: Study, agrees_with_model: bool, finding: str,
 
 
 # --- Patients and consent (administrators) --------------------------------------------------------
+
+
+def create_patient(*, actor, code: str = "", care_team=(), request=None, via: str = "admin") -> Patient:
+    """A new patient, known by `code` (a fresh pseudonymous code when empty), on the given care team."""
+    with transaction.atomic():
+        patient = Patient.objects.create(code=code) if code else Patient.objects.create()
+        patient.care_team.set(care_team)
+        audit.record(Action.PATIENT_CREATED, actor=actor, request=request, obj=patient, patient_code=patient.code,
+                     via=via, details={"care_team": sorted(user.get_username() for user in care_team)})
+    return patient
 
 
 def grant_consent(*, patient: Patient, actor, scope: str = Consent.Scope.AI_ANALYSIS, request=None,
