@@ -9,7 +9,7 @@ COPY requirements.txt constraints.txt ./
 # Top-level pins from requirements.txt, every transitive version from constraints.txt (the tested set).
 RUN grep -v '# training' requirements.txt > requirements-serve.txt \
  && python -m venv /venv \
- && /venv/bin/pip install --require-virtualenv -r requirements-serve.txt -c constraints.txt
+ && /venv/bin/pip install --no-cache-dir --require-virtualenv -r requirements-serve.txt -c constraints.txt
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 \
@@ -34,6 +34,7 @@ COPY deploy deploy
 RUN BRAINSCAN_PRODUCTION=1 DJANGO_ALLOWED_HOSTS=build.invalid \
     DJANGO_SECRET_KEY="collectstatic-only-$(python -c 'import secrets; print(secrets.token_urlsafe(48))')" \
     python manage.py collectstatic --noinput --verbosity 0 \
+ && python -m compileall -q brainscan diagnosis ml \
  && mkdir var \
  && chown -R brainscan:brainscan staticfiles var
 USER brainscan

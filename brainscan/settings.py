@@ -173,8 +173,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": _default_storage,
+    # Static files are public and nginx reads them as another user: not FILE_UPLOAD_PERMISSIONS (0600).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if PRODUCTION
-                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage",
+                    "OPTIONS": {"file_permissions_mode": 0o644, "directory_permissions_mode": 0o755}},
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 

@@ -116,7 +116,7 @@ def test_inference_and_everything_else_have_their_own_workers(compose):
         node = command[command.index("--hostname") + 1].split("@")[0]
         consumed[name] = queues
         # The health check pings this container's own node, not any worker of the installation.
-        assert f"--destination {node}@$$HOSTNAME" in compose["services"][name]["healthcheck"]["test"][1]
+        assert f'--destination "{node}@$$(hostname)"' in compose["services"][name]["healthcheck"]["test"][1]
     assert consumed == {"worker": "inference", "worker-default": "default"}
     assert set(consumed.values()) == routed
     beats = [name for name, s in compose["services"].items() if "beat" in (s.get("command") or [])]

@@ -103,3 +103,19 @@ def test_serving_imports_no_training_package(tmp_path):
     loaded = set(json.loads(out.splitlines()[-1]))
     assert "onnxruntime" in loaded  # the probe did load the serving path
     assert loaded & set(training) == set()
+
+
+def test_collected_static_files_are_readable_by_nginx(tmp_path):
+    """nginx serves /static/ from the volume as its own user; the scans' 0600 must not apply here."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import storages
+
+    from tests.production.conftest import PRODUCTION_SECRET, settings_with
+
+    production = settings_with(BRAINSCAN_PRODUCTION="1", DJANGO_SECRET_KEY=PRODUCTION_SECRET,
+                               DJANGO_ALLOWED_HOSTS="brainscan.example.org")["STORAGES"]["staticfiles"]
+    assert production["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    storage = storages.create_storage({**production, "OPTIONS": {**production["OPTIONS"], "location": tmp_path}})
+    storage.save("css/site.css", ContentFile(b"body {}"))
+    assert (tmp_path / "css" / "site.css").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "css").stat().st_mode & 0o777 == 0o755

@@ -119,3 +119,24 @@ def test_the_probe_explains_its_use(tmp_path):
     result = run_probe(production_env(tmp_path))
     assert result.returncode == 2 and "python -m brainscan.probe web" in result.stderr
     assert probe.main(["nonsense"]) == 2
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_health_check_reaches_this_worker_only(redis_available, tmp_path):
+    """The compose file's check, run as Docker runs it (sh -c), against a real worker named like the
+    compose one (inference@<hostname>), then for a node that is not running."""
+    need(redis_available, "Redis is not running on 127.0.0.1:6379")
+    from tests.production.conftest import load_compose
+    from tests.workers import Worker
+
+    check = load_compose()["services"]["worker"]["healthcheck"]["test"][1].replace("$$", "$")
+    worker = Worker("inference", tmp_path, queues="inference").start()
+    env = {**worker.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    try:
+        assert subprocess.run(["sh", "-c", check], cwd=ROOT, env=env, timeout=60).returncode == 0
+        absent = check.replace("inference@", "nobody@").replace("--timeout 10", "--timeout 2")
+        assert subprocess.run(["sh", "-c", absent], cwd=ROOT, env=env, capture_output=True,
+                              timeout=60).returncode != 0
+    finally:
+        worker.stop()
