@@ -42,6 +42,8 @@ app.conf.update(
     accept_content=["json"],
     worker_hijack_root_logger=False,
     timezone=settings.TIME_ZONE,
+    # Write beat's schedule file after every task it sends: its fresh mtime is beat's health signal.
+    beat_sync_every=1,
     beat_schedule={
         "requeue-stale-studies": {"task": "diagnosis.tasks.requeue_stale", "schedule": settings.SWEEP_EVERY_SECONDS},
     },

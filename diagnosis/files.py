@@ -16,7 +16,11 @@ def private_file_response(name: str, *, download_name: str | None = None,
     if not name:
         raise Http404("No such file")
     if settings.STORAGE_BACKEND == "s3":
-        response = HttpResponseRedirect(default_storage.url(name))
+        # The browser takes the file from S3 itself, so S3 must send these headers: they are signed into the link.
+        headers = {"ResponseContentType": "image/png", "ResponseCacheControl": "private, no-store"}
+        if download_name:
+            headers["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        response = HttpResponseRedirect(default_storage.url(name, parameters=headers))
     elif settings.X_ACCEL_REDIRECT_PREFIX:
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + name
