@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "diagnosis",
+    "analytics",
 ]
 
 MIDDLEWARE = [

@@ -14,6 +14,7 @@ urlpatterns = [
     path("livez", livez, name="livez"),
     path("admin/", admin.site.urls),
     path("api/", include("diagnosis.api.urls")),
+    path("analytics/", include("analytics.urls")),
     path("", include("diagnosis.urls")),
 ]
 
