@@ -24,6 +24,7 @@ WORKDIR /app
 COPY manage.py ./
 COPY brainscan brainscan
 COPY diagnosis diagnosis
+COPY analytics analytics
 COPY ml ml
 COPY templates templates
 COPY static static

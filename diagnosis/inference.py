@@ -11,6 +11,7 @@ from ml.registry import ModelRegistry, ModelVersion, RegistryError
 
 _lock = threading.Lock()
 _predictor: Predictor | None = None
+_loaded_from: tuple | None = None
 
 
 class ModelUnavailable(RuntimeError):
@@ -30,14 +31,17 @@ def serving_version() -> ModelVersion:
 
 
 def get_predictor() -> Predictor:
-    global _predictor
-    if _predictor is None:
+    """The process's predictor; loaded on first use and again only if the model settings change."""
+    global _predictor, _loaded_from
+    wanted = (str(settings.MODEL_DIR), settings.MODEL_VERSION, settings.INFERENCE_THREADS)
+    if _predictor is None or _loaded_from != wanted:
         with _lock:
-            if _predictor is None:
+            if _predictor is None or _loaded_from != wanted:
                 version = serving_version()
                 try:
                     version.verify()
                 except RegistryError as error:
                     raise ModelUnavailable(str(error)) from error
                 _predictor = Predictor(version, threads=settings.INFERENCE_THREADS)
+                _loaded_from = wanted
     return _predictor

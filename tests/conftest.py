@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,17 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _live_server_media_url():
-    """Django's live server (browser tests) wraps the site in a media handler that cannot take
-    MEDIA_URL = None (scans have no public URL); a path nothing links to keeps it out of the way."""
-    with override_settings(MEDIA_URL="/live-server-media-is-not-used/"):
-        yield
+@pytest.fixture(scope="session")
+def live_server():
+    """pytest-django's live server (browser and API tests). Django's test server wraps the site in a
+    media handler that cannot start with MEDIA_URL = None (how BrainScan makes sure no scan has a
+    public URL): while it starts, MEDIA_URL is an unguessable path; afterwards it is None again."""
+    from pytest_django.live_server_helper import LiveServer
+
+    with override_settings(MEDIA_URL=f"/{uuid.uuid4().hex}/"):
+        server = LiveServer("localhost")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

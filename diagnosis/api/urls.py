@@ -9,7 +9,13 @@ from diagnosis.api.schema import ApiDocsView
 
 app_name = "api"
 
-router = DefaultRouter()
+
+
+class Router(DefaultRouter):
+    include_format_suffixes = False  # JSON only: one route per endpoint, no .json/.api twins
+
+
+router = Router()
 router.register("studies", views.StudyViewSet, basename="study")
 router.register("patients", views.PatientViewSet, basename="patient")
 router.register("models", views.ModelVersionViewSet, basename="model")

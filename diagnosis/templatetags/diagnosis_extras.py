@@ -1,7 +1,7 @@
 from urllib.parse import urlencode
 
 from django import template
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from diagnosis.selectors import feature_rows
@@ -57,10 +57,7 @@ def acquisition_value(value) -> str:
 
 @register.simple_tag
 def model_report_link(version: str):
-    try:
-        url = reverse("analytics:model-report") + "?" + urlencode({"version": version})
-    except NoReverseMatch:
-        return version
+    url = reverse("analytics:model-report") + "?" + urlencode({"version": version})
     return format_html('<a href="{}">{}</a>', url, version)
 
 

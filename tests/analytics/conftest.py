@@ -78,19 +78,3 @@ def registry_copy(settings, tmp_path, committed_version):
     add.registry = lambda: ModelRegistry(root)
     return add
 
-
-@pytest.fixture(scope="session")
-def live_server(request):
-    """pytest-django's live server, started with a placeholder MEDIA_URL.
-
-    BrainScan sets MEDIA_URL to None (files never have a public URL), and Django's live server wraps
-    the application in a media handler that cannot start without one. The placeholder only exists
-    while the server starts; no page links to it.
-    """
-    from django.test.utils import override_settings
-    from pytest_django import live_server_helper
-
-    with override_settings(MEDIA_URL="/unused-media-url/"):
-        server = live_server_helper.LiveServer("localhost")
-    yield server
-    server.stop()

@@ -27,9 +27,8 @@ def test_every_error_has_the_same_shape(method, url, kwargs, status, code, admin
 
 
 def test_an_oversized_body_is_413_in_the_same_shape(api_a, settings):
-    settings.MAX_UPLOAD_BYTES = 1024
-    settings.MAX_FILES_PER_STUDY = 1
-    response = api_a.post("/api/v1/studies/", data=b"x" * (1024 + 1_048_577), content_type="application/octet-stream")
+    settings.MAX_REQUEST_BYTES = 4096
+    response = api_a.post("/api/v1/studies/", data=b"x" * 4097, content_type="application/octet-stream")
     assert response.status_code == 413
     assert error_of(response)["code"] == "payload_too_large"
 

@@ -146,7 +146,7 @@ def test_clinician_submits_watches_reads_prints_and_logs_out(live_server, worker
         outcome.wait_for(state="visible")
         assert "created with 2 files" in outcome.inner_text()
         bad_row = page.locator('#file-list li[data-filename="notes-scan.png"]')
-        assert "Not added: The file is not a JPEG or PNG image" in bad_row.inner_text()
+        assert "Not added: The file is not a JPEG, PNG or DICOM image" in bad_row.inner_text()
         for name, _, _ in GOOD_FILES:
             assert "Added to the study" in page.locator(f'#file-list li[data-filename="{name}"]').inner_text()
         assert page.evaluate("() => document.getElementById('progress-bar').value") == 100

@@ -54,6 +54,7 @@ RULES: dict[str, Rule] = {
     "login/": Rule({"clinician_a": 302, "clinician_b": 302, "admin": 302, "anonymous": 200}),
     "logout/": Rule(everyone(302), method="post"),
     "healthz": Rule(everyone("public")),  # 200 or 503 for anyone; it names no patient or study
+    "livez": Rule(everyone(200)),
     "": SIGNED_IN,
     "studies/new/": SIGNED_IN,
     "studies/export.csv": SIGNED_IN,
@@ -69,6 +70,39 @@ RULES: dict[str, Rule] = {
     "admin/login/": Rule({"clinician_a": 200, "clinician_b": 200, "admin": 302, "anonymous": 200}),
     "admin/logout/": Rule(everyone(302), method="post"),
 }
+# The REST API answers 401 to anonymous callers (it never redirects) and 404 outside the care team.
+API_SIGNED_IN = Rule({"clinician_a": 200, "clinician_b": 200, "admin": 200, "anonymous": 401})
+API_CARE_TEAM = Rule({"clinician_a": 200, "clinician_b": 404, "admin": 200, "anonymous": 401})
+UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+API_STUDY, API_IMAGE = f"api/v1/^studies/(?P<pk>{UUID})", f"(?P<image_id>{UUID})"
+RULES.update({
+    "api/v1/auth/token/": Rule(everyone(400), method="post"),  # no credentials sent: a field error for anyone
+    "api/v1/": API_SIGNED_IN,
+    "api/v1/^studies/$": API_SIGNED_IN,
+    f"{API_STUDY}/$": API_CARE_TEAM,
+    f"{API_STUDY}/images/{API_IMAGE}/$": API_CARE_TEAM,
+    f"{API_STUDY}/images/{API_IMAGE}/heatmap/$": API_CARE_TEAM,
+    # A completed study cannot be run again (409); B may not even learn that it exists.
+    f"{API_STUDY}/retry/$": Rule({"clinician_a": 409, "clinician_b": 404, "admin": 409,
+                                                    "anonymous": 401}, method="post"),
+    f"{API_STUDY}/reading/$": Rule({"clinician_a": 200, "clinician_b": 404, "admin": 200,
+                                                      "anonymous": 401}, method="post", data=READING.data),
+    "api/v1/^patients/$": API_SIGNED_IN,
+    "api/v1/^patients/(?P<code>[A-Za-z0-9][A-Za-z0-9_-]*)/$": API_CARE_TEAM,
+    # Consent is recorded by administrators only: every clinician gets 403 for every code, which
+    # tells nothing about whether a patient exists.
+    "api/v1/^patients/(?P<code>[A-Za-z0-9][A-Za-z0-9_-]*)/consent/$": Rule(
+        {"clinician_a": 403, "clinician_b": 403, "admin": 201, "anonymous": 401}, method="post",
+        data={"scope": "ai_analysis"}),
+    "api/v1/^models/$": API_SIGNED_IN,
+    "api/schema/": Rule(everyone(200)),  # the contract is public; it names no patient or study
+    "api/docs/": Rule(everyone(200)),
+    "analytics/": SIGNED_IN,
+    "analytics/model/": SIGNED_IN,
+    "analytics/monitoring/": SIGNED_IN,
+    "analytics/figures/<path:name>": Rule({"clinician_a": 404, "clinician_b": 404, "admin": 404,
+                                           "anonymous": LOGIN}),  # no such figure, but only after the login
+})
 # Every admin view is wrapped by AdminSite.admin_view, which sends anyone but staff to its login.
 PREFIX_RULES: dict[str, Rule] = {"admin/": STAFF_ONLY}
 
@@ -101,6 +135,7 @@ def path_values(study: Study, admin_user) -> dict:
         "study_id": study.pk, "image_id": study.images.get(position=0).pk,
         # admin routes: any object id will do, the rule is about who gets past the admin's login
         "object_id": 1, "content_type_id": 1, "id": admin_user.pk, "app_label": "diagnosis", "url": "nowhere/",
+        "pk": study.pk, "code": study.patient.code, "name": "no-such-figure.png",
     }
 
 
