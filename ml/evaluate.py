@@ -8,7 +8,9 @@ import numpy as np
 
 Z_95 = 1.959964
 BOOTSTRAP_ROUNDS = 1000
-TARGET_SENSITIVITY = 0.98
+# The project asks for a sensitivity of at least 0.97 on unseen data. A validation split of about 700
+# tumors estimates sensitivity only to within about +-1%, so the threshold is set for 0.99 there.
+TARGET_SENSITIVITY = 0.99
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -117,8 +119,9 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray,
     threshold = float(tumor_scores[allowed_misses])
     chosen = metrics(labels, scores, threshold)
     rationale = (
-        f"Highest threshold with sensitivity >= {target_sensitivity:.2f} on the validation split "
-        f"(missing a tumor costs more than a false alarm): at {threshold:.4f} validation "
-        f"sensitivity is {chosen['sensitivity']:.3f} and specificity {chosen['specificity']:.3f}."
+        f"Highest threshold with sensitivity >= {target_sensitivity:.2f} on the validation split: missing a "
+        f"tumor costs more than a false alarm, and the margin above the 0.97 target covers the sampling "
+        f"error of the validation estimate. At {threshold:.4f} validation sensitivity is "
+        f"{chosen['sensitivity']:.3f} and specificity {chosen['specificity']:.3f}."
     )
     return threshold, rationale

@@ -12,7 +12,7 @@ from keras import layers, ops
 
 from ml.preprocess import IMAGE_SIZE
 
-DEFAULT_FILTERS = (16, 32, 64, 128, 128)
+DEFAULT_FILTERS = (32, 64, 128, 256, 256)
 
 
 @keras.saving.register_keras_serializable(package="brainscan")
@@ -60,15 +60,31 @@ def build_classifier(size: int = IMAGE_SIZE, filters: tuple[int, ...] = DEFAULT_
     return keras.Model(inputs, probability, name="brainscan_cnn")
 
 
-def build_serving_model(classifier: keras.Model) -> keras.Model:
-    """Same weights, two outputs: the probability and the class activation map (logit per cell).
+@keras.saving.register_keras_serializable(package="brainscan")
+class MirrorLeftRight(layers.Layer):
+    """Flip images or maps left to right (axis 2 of NHWC)."""
 
-    The dense layer applied at each cell of the last feature maps gives a map whose mean is the
-    logit, because averaging and a linear layer commute.
+    def call(self, images):
+        return ops.flip(images, axis=2)
+
+
+def build_serving_model(classifier: keras.Model) -> keras.Model:
+    """Same weights, two outputs: the tumor probability and the class activation map.
+
+    The dense layer applied at each cell of the last feature maps gives a map of logits whose mean
+    is the image's logit, because averaging and a linear layer commute. The slice and its mirror
+    image are both assessed (a brain is roughly symmetric, a lesion may be on either side) and
+    their maps averaged, with the mirror's map flipped back; the probability is the sigmoid of the
+    averaged map's mean, so the heatmap explains exactly the probability that is reported.
     """
     features = classifier.get_layer(f"relu{_last_block(classifier)}").output
-    cam = classifier.get_layer("logit")(features)
-    return keras.Model(classifier.input, [classifier.output, cam], name="brainscan_serving")
+    cell_logits = keras.Model(classifier.input, classifier.get_layer("logit")(features), name="cell_logits")
+    image = keras.Input(classifier.input_shape[1:], name="image")
+    mirrored = MirrorLeftRight(name="mirror")(image)
+    cam = layers.Average(name="cam")([cell_logits(image), MirrorLeftRight(name="unmirror")(cell_logits(mirrored))])
+    logit = layers.GlobalAveragePooling2D(name="mean_logit")(cam)
+    probability = layers.Activation("sigmoid", name="probability")(logit)
+    return keras.Model(image, [probability, cam], name="brainscan_serving")
 
 
 def _last_block(classifier: keras.Model) -> int:

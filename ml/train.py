@@ -16,7 +16,7 @@ from ml import evaluate  # noqa: E402
 from ml.augment import build_augmentation  # noqa: E402
 from ml.data import Dataset  # noqa: E402
 from ml.dedup import Split, duplicate_report, grouped_split, near_duplicate_groups  # noqa: E402
-from ml.model import DEFAULT_FILTERS, build_classifier  # noqa: E402
+from ml.model import DEFAULT_FILTERS, build_classifier, build_serving_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TrainConfig:
     dropout: float = 0.3
     filters: tuple[int, ...] = DEFAULT_FILTERS
     augment: bool = True
-    patience: int = 8
+    patience: int = 10
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     target_sensitivity: float = evaluate.TARGET_SENSITIVITY
@@ -105,7 +105,12 @@ def fit(dataset: Dataset, train_index: np.ndarray, validation_index: np.ndarray,
 
 
 def predict_scores(classifier: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    return classifier.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
+    """Probabilities exactly as the served model computes them (slice and mirror image together)."""
+    serving = build_serving_model(classifier)
+    return np.concatenate([
+        np.asarray(serving(images[start:start + batch_size], training=False)[0]).reshape(-1)
+        for start in range(0, len(images), batch_size)
+    ])
 
 
 def run_experiment(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -> Experiment:

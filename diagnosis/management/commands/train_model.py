@@ -26,7 +26,7 @@ class Command(BaseCommand):
                                  "both results in the model card (hypothesis H2)")
         parser.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)),
                             help="Filters per convolutional block, comma-separated")
-        parser.add_argument("--patience", type=int, default=8, help="Early-stopping patience in epochs")
+        parser.add_argument("--patience", type=int, default=10, help="Early-stopping patience in epochs")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the served model")
         parser.add_argument("--registry", type=Path, default=None, help="Model registry folder (default: settings)")
 
