@@ -126,4 +126,4 @@ def test_serving_treats_a_slice_and_its_mirror_image_alike(tiny_model):
     direct, mirrored = predictor.assess([gray, gray[:, ::-1].copy()], with_features=False)
     # Only the head crop's rounding to whole pixels differs between the two.
     assert direct.probability == pytest.approx(mirrored.probability, abs=2e-3)
-    np.testing.assert_allclose(direct.heatmap, mirrored.heatmap[:, ::-1], atol=0.05)
+    assert np.abs(direct.heatmap - mirrored.heatmap[:, ::-1]).mean() < 0.01
