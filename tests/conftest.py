@@ -125,6 +125,25 @@ def redis_available() -> bool:
     return port_open(REDIS_HOST, REDIS_PORT)
 
 
+@pytest.fixture(scope="module")
+def worker_env() -> dict:
+    """Extra environment variables for the module's worker; a module overrides this fixture to set some."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def worker(request, django_db_setup, django_db_blocker, redis_available, tmp_path_factory, worker_env):
+    """A real Celery worker process, over Redis and on the test database, for the test module."""
+    from tests.workers import Worker
+
+    need(redis_available, "Redis is not running on 127.0.0.1:6379")
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with django_db_blocker.unblock():
+        process = Worker(name, tmp_path_factory.mktemp("workers"), **worker_env).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"

@@ -5,20 +5,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from diagnosis.models import AuditEvent, Prediction, Study
-from tests.conftest import logged_in, need
+from tests.conftest import logged_in
 from tests.factories import PatientFactory, UserFactory, phantom_bytes
-from tests.workers import Worker, wait_for
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, redis_available, tmp_path_factory):
-    need(redis_available, "Redis is not running on 127.0.0.1:6379")
-    with django_db_blocker.unblock():
-        process = Worker("workflow", tmp_path_factory.mktemp("workers")).start()
-    yield process
-    process.stop()
 
 
 def upload(name: str, data: bytes, content_type: str = "image/png") -> SimpleUploadedFile:

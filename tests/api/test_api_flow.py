@@ -4,21 +4,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.api.helpers import upload
-from tests.conftest import need
 from tests.factories import PASSWORD, PatientFactory, UserFactory, phantom_bytes
-from tests.workers import Worker, wait_for
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, redis_available, tmp_path_factory):
-    need(redis_available, "Redis is not running on 127.0.0.1:6379")
-    with django_db_blocker.unblock():
-        process = Worker("api", tmp_path_factory.mktemp("workers")).start()
-    yield process
-    process.stop()
-
 
 def test_a_hospital_system_submits_polls_and_reads_the_result(worker):
     system = UserFactory(username="ris-gateway")

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import need
 from tests.workers import ROOT, Worker
 
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -43,14 +42,6 @@ def browser(chromium_path):
         yield chromium
         chromium.close()
 
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, redis_available, tmp_path_factory):
-    need(redis_available, "Redis is not running on 127.0.0.1:6379")
-    with django_db_blocker.unblock():
-        process = Worker("e2e", tmp_path_factory.mktemp("workers")).start()
-    yield process
-    process.stop()
 
 
 @contextmanager

@@ -14,12 +14,12 @@ from django.urls import reverse
 from PIL import Image
 
 from diagnosis.models import Study
-from tests.conftest import logged_in, need
+from tests.conftest import logged_in
 from tests.factories import phantom_bytes
 from tests.privacy.conftest import stored_files
 from tests.privacy.samples import (IDENTIFYING_WORDS, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, MR_SMALL_STUDY_UID,
                                    dicom_upload, identifiable_mr)
-from tests.workers import Worker, wait_for
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 FORBIDDEN = IDENTIFYING_WORDS + [MR_SMALL_STUDY_UID, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, "CompressedSamples"]
@@ -31,13 +31,8 @@ def media(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, redis_available, tmp_path_factory, media):
-    need(redis_available, "Redis is not running on 127.0.0.1:6379")
-    with django_db_blocker.unblock():
-        process = Worker("privacy", tmp_path_factory.mktemp("workers"), BRAINSCAN_MEDIA_ROOT=str(media),
-                         BRAINSCAN_LOG_LEVEL="DEBUG").start()
-    yield process
-    process.stop()
+def worker_env(media):
+    return {"BRAINSCAN_MEDIA_ROOT": str(media), "BRAINSCAN_LOG_LEVEL": "DEBUG"}
 
 
 @pytest.fixture
