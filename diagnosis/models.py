@@ -152,8 +152,13 @@ class StudyImage(models.Model):
         return f"Image {self.position + 1} of {self.study}"
 
 
+def heatmap_name(image: StudyImage, model_version: str) -> str:
+    """Deterministic, so a retried task overwrites its heatmap instead of leaving a second one."""
+    return f"heatmaps/{image.study_id}/{image.pk}-{model_version}.png"
+
+
 def heatmap_upload_path(prediction: "Prediction", filename: str) -> str:
-    return f"heatmaps/{prediction.image.study_id}/{prediction.image_id}-{prediction.model_version}.png"
+    return heatmap_name(prediction.image, prediction.model_version)
 
 
 class Prediction(models.Model):

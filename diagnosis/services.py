@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from diagnosis import audit
 from diagnosis.inference import ModelUnavailable, get_predictor
-from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage
+from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage, heatmap_name
 from diagnosis.selectors import patients_for
 from diagnosis.uploads import Rejection, decode_uploads
 from ml.explain import heatmap_png
@@ -278,7 +278,7 @@ def _store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Asses
     Returns False if the claim was lost meanwhile (another delivery took over after the lease).
     """
     heatmap_names = {
-        image.pk: default_storage.save(f"heatmaps/{study.pk}/{image.pk}-{assessment.model_version}.png",
+        image.pk: default_storage.save(heatmap_name(image, assessment.model_version),
                                        ContentFile(heatmap_png(assessment.heatmap)))
         for image, assessment in pairs
     }
