@@ -169,8 +169,12 @@ def build_model_report(version: ModelVersion) -> ModelReport:
     return report
 
 
-def train_config_of(card: dict, epochs: int | None):
-    """The card's training configuration, so the curve retrains exactly the registered architecture."""
+def train_config_of(card: dict, epochs: int | None, networks: int = 1):
+    """The card's training configuration, so the curve retrains exactly the registered architecture.
+
+    One network per point by default: the release averages two, but four trainings of two networks
+    each would double an already long command for a curve about the amount of data.
+    """
     import dataclasses
 
     from ml.train import TrainConfig
@@ -180,11 +184,13 @@ def train_config_of(card: dict, epochs: int | None):
               for key, value in card["hyperparameters"].items() if key in names}
     if epochs is not None:
         values["epochs"] = epochs
+    values["ensemble"] = networks
     return TrainConfig(**values)
 
 
 def build_learning_curve(data_dir: str | Path, version: ModelVersion, *, epochs: int | None = None,
-                         fractions=None, any_data: bool = False, progress: bool = False) -> LearningCurve:
+                         networks: int = 1, fractions=None, any_data: bool = False,
+                         progress: bool = False) -> LearningCurve:
     """Retrain the version's architecture on 10/25/50/100% of its own grouped train split; test on its test split."""
     from ml.learning_curve import FRACTIONS, learning_curve
     from ml.train import make_split
@@ -193,7 +199,7 @@ def build_learning_curve(data_dir: str | Path, version: ModelVersion, *, epochs:
     data_dir = Path(data_dir)
     require_both_labels(data_dir)
     card = version.card
-    config = train_config_of(card, epochs)
+    config = train_config_of(card, epochs, networks)
     try:
         dataset = load_dataset(data_dir, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
                                progress=progress)

@@ -98,7 +98,7 @@ import json, os, time, tempfile
 import numpy as np
 import tensorflow as tf
 import keras
-from ml.model import build_serving_model, load_classifier
+from ml.model import load_serving_model
 from ml.imaging import read_image
 from ml.preprocess import preprocess
 from benchmarks.inference import sample_pngs
@@ -110,11 +110,10 @@ naive = []
 for i in range({naive_iterations}):
     started = time.perf_counter()
     model = keras.models.load_model(path)
-    model.predict(preprocess(read_image(pngs[i % len(pngs)]))[0][np.newaxis], verbose=0)
+    model.predict(preprocess(read_image(pngs[i % len(pngs)]))[0][np.newaxis], verbose=0)  # [probability, map]
     naive.append((time.perf_counter() - started) * 1000)
 
-classifier = load_classifier(path)
-serving = build_serving_model(classifier)
+serving = load_serving_model(path)
 x = np.stack([preprocess(read_image(p))[0] for p in pngs])
 one = x[:1]
 
@@ -125,19 +124,18 @@ def timed(fn, n=100):
         started = time.perf_counter(); fn(); out.append((time.perf_counter() - started) * 1000)
     return float(np.percentile(out, 50))
 
-predict_ms = timed(lambda: classifier.predict(one, verbose=0), 30)
+predict_ms = timed(lambda: serving.predict(one, verbose=0), 30)
 compiled = tf.function(lambda batch: serving(batch, training=False), reduce_retracing=True)
 tf_function_ms = timed(lambda: compiled(one))
 
-# Grad-CAM the usual way: gradients of the logit with respect to the last feature maps.
-features_layer = classifier.get_layer("relu" + str(max(int(l.name[4:]) for l in classifier.layers
-                                                           if l.name.startswith("relu"))))
-logit_layer = classifier.get_layer("logit")
-grad_model = keras.Model(classifier.input, [features_layer.output, classifier.output])
+# Grad-CAM the usual way, on the first network: gradients of its logit with respect to its last feature maps.
+network = serving.get_layer("cell_logits_0")
+last_relu = max((l for l in network.layers if l.name.startswith("relu")), key=lambda l: int(l.name[4:]))
+grad_model = keras.Model(network.input, [last_relu.output, network.output])
 def gradcam():
     with tf.GradientTape() as tape:
-        maps, probability = grad_model(one, training=False)
-        logit = tf.math.log(probability / (1 - probability))
+        maps, cell_logits = grad_model(one, training=False)
+        logit = tf.reduce_mean(cell_logits)
     grads = tape.gradient(logit, maps)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     return tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
@@ -161,7 +159,7 @@ try:
             interpreter.set_tensor(inp["index"], image); interpreter.invoke()
             return interpreter.get_tensor(prob_out["index"]).reshape(-1)
         litert[label + "_ms_p50"] = timed(run)
-        reference = classifier.predict(x, verbose=0).reshape(-1)
+        reference = serving.predict(x, verbose=0)[0].reshape(-1)
         litert[label + "_max_difference"] = float(max(abs(run(x[i:i + 1])[0] - reference[i]) for i in range(len(x))))
 except Exception as error:
     litert["litert_error"] = type(error).__name__ + ": " + str(error)[:200]

@@ -14,8 +14,8 @@ class ExportMismatch(RuntimeError):
     pass
 
 
-def export_onnx(classifier, path: Path, check_images: np.ndarray) -> float:
-    """Write the serving graph (probability, class activation map) to `path`.
+def export_onnx(serving, path: Path, check_images: np.ndarray) -> float:
+    """Write the serving graph (probability, class activation map; see ml.model) to `path`.
 
     Returns the largest probability difference between Keras and ONNX Runtime on
     `check_images`, and refuses to leave a file behind that differs by more than 1e-4.
@@ -23,10 +23,7 @@ def export_onnx(classifier, path: Path, check_images: np.ndarray) -> float:
     import tensorflow as tf
     import tf2onnx
 
-    from ml.model import build_serving_model
-
-    serving = build_serving_model(classifier)
-    size = classifier.input_shape[1]
+    size = serving.input_shape[1]
     signature = (tf.TensorSpec((None, size, size, 1), tf.float32, name="image"),)
     tf2onnx.convert.from_keras(serving, input_signature=signature, opset=ONNX_OPSET, output_path=str(path))
     expected = np.asarray(serving(check_images, training=False)[0]).reshape(-1)

@@ -42,7 +42,8 @@ def learning_curve(dataset: Dataset, split: Split, config: TrainConfig, fraction
     points = []
     for fraction, subset in zip(fractions, nested_subsets(split.train, dataset.labels, fractions, config.seed)):
         experiment = run_experiment(dataset, dataclasses.replace(split, train=subset), config, verbose=verbose)
-        best = experiment.fit.history[experiment.fit.best_epoch - 1]
+        first = experiment.fits[0]
+        best = first.history[first.best_epoch - 1]
         point = {
             "fraction": float(fraction),
             "train_images": int(len(subset)),
@@ -51,9 +52,10 @@ def learning_curve(dataset: Dataset, split: Split, config: TrainConfig, fraction
             "validation_auc": experiment.validation["auc"],
             "train_accuracy": best.get("accuracy"),
             "threshold": experiment.threshold,
-            "best_epoch": experiment.fit.best_epoch,
-            "epochs_run": len(experiment.fit.history),
-            "seconds": round(experiment.fit.seconds, 1),
+            "best_epoch": first.best_epoch,
+            "epochs_run": len(first.history),
+            "networks": len(experiment.fits),
+            "seconds": round(experiment.seconds, 1),
         }
         points.append(point)
         if on_point is not None:

@@ -68,20 +68,25 @@ class MirrorLeftRight(layers.Layer):
         return ops.flip(images, axis=2)
 
 
-def build_serving_model(classifier: keras.Model) -> keras.Model:
-    """Same weights, two outputs: the tumor probability and the class activation map.
+def build_serving_model(classifiers: keras.Model | list[keras.Model]) -> keras.Model:
+    """One graph, two outputs: the tumor probability and the class activation map.
 
-    The dense layer applied at each cell of the last feature maps gives a map of logits whose mean
-    is the image's logit, because averaging and a linear layer commute. The slice and its mirror
-    image are both assessed (a brain is roughly symmetric, a lesion may be on either side) and
-    their maps averaged, with the mirror's map flipped back; the probability is the sigmoid of the
-    averaged map's mean, so the heatmap explains exactly the probability that is reported.
+    The dense layer applied at each cell of a network's last feature maps gives a map of logits
+    whose mean is the network's logit, because averaging and a linear layer commute. Each network
+    assesses the slice and its mirror image (a brain is roughly symmetric, a lesion may be on either
+    side); all maps are averaged, the mirrors' flipped back, and the probability is the sigmoid of
+    the averaged map's mean: the heatmap explains exactly the probability that is reported.
     """
-    features = classifier.get_layer(f"relu{_last_block(classifier)}").output
-    cell_logits = keras.Model(classifier.input, classifier.get_layer("logit")(features), name="cell_logits")
-    image = keras.Input(classifier.input_shape[1:], name="image")
+    classifiers = classifiers if isinstance(classifiers, list) else [classifiers]
+    image = keras.Input(classifiers[0].input_shape[1:], name="image")
     mirrored = MirrorLeftRight(name="mirror")(image)
-    cam = layers.Average(name="cam")([cell_logits(image), MirrorLeftRight(name="unmirror")(cell_logits(mirrored))])
+    maps = []
+    for index, classifier in enumerate(classifiers):
+        features = classifier.get_layer(f"relu{_last_block(classifier)}").output
+        cell_logits = keras.Model(classifier.input, classifier.get_layer("logit")(features),
+                                  name=f"cell_logits_{index}")
+        maps += [cell_logits(image), MirrorLeftRight(name=f"unmirror_{index}")(cell_logits(mirrored))]
+    cam = layers.Average(name="cam")(maps)
     logit = layers.GlobalAveragePooling2D(name="mean_logit")(cam)
     probability = layers.Activation("sigmoid", name="probability")(logit)
     return keras.Model(image, [probability, cam], name="brainscan_serving")
@@ -91,6 +96,6 @@ def _last_block(classifier: keras.Model) -> int:
     return max(int(layer.name[4:]) for layer in classifier.layers if layer.name.startswith("relu"))
 
 
-def load_classifier(path) -> keras.Model:
-    """Load a saved classifier; importing this module registers its custom layer."""
+def load_serving_model(path) -> keras.Model:
+    """Load a saved serving graph; importing this module registers its custom layers."""
     return keras.models.load_model(path)

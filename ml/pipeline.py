@@ -49,22 +49,23 @@ def train_and_register(
     registry = ModelRegistry(registry_root)
     with tempfile.TemporaryDirectory() as tmp:
         keras_path, onnx_path = Path(tmp) / KERAS_FILE, Path(tmp) / ONNX_FILE
-        main.fit.classifier.save(keras_path)
-        difference = export_onnx(main.fit.classifier, onnx_path, dataset.images[split.test[:64]])
+        main.serving.save(keras_path)
+        difference = export_onnx(main.serving, onnx_path, dataset.images[split.test[:64]])
         card = {
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "task": "Binary classification of a brain MRI slice: tumor (glioma, meningioma, pituitary) vs no tumor.",
             "intended_use": "Decision support for radiology triage. Not a diagnosis; every result must be read "
                             "by a qualified clinician.",
             "environment": _environment(),
-            "architecture": _architecture(main.fit.classifier, config),
+            "architecture": _architecture(main, config),
             "data": _data_summary(dataset, data_dir, duplicates, citation),
             "split": _split_summary(dataset, split, groups, data_dir, config),
             "hyperparameters": {**config.to_dict(), "image_size": int(dataset.images.shape[1]),
                                 "optimizer": "AdamW with cosine decay", "loss": "binary cross-entropy",
                                 "class_weight": "balanced", "early_stopping": "validation AUC"},
-            "history": main.fit.history,
-            "best_epoch": main.fit.best_epoch,
+            "history": main.fits[0].history,
+            "best_epoch": main.fits[0].best_epoch,
+            "ensemble": _networks(main, config),
             "threshold": {"value": main.threshold, "rationale": main.threshold_rationale,
                           "target_sensitivity": config.target_sensitivity},
             "metrics": _metrics(dataset, split, main),
@@ -72,7 +73,7 @@ def train_and_register(
             "ablation": _ablation(config, main, other) if other else None,
             "feature_model": {**feature_params, "test": feature_test},
             "feature_ranges": feature_ranges,
-            "training_seconds": round(main.fit.seconds + (other.fit.seconds if other else 0), 1),
+            "training_seconds": round(main.seconds + (other.seconds if other else 0), 1),
             "pipeline_seconds": round(time.perf_counter() - started, 1),
             "onnx_max_probability_difference": difference,
             "limitations": _limitations(main),
@@ -97,11 +98,21 @@ def _environment() -> dict:
             "onnxruntime": onnxruntime.__version__, "machine": platform.machine()}
 
 
-def _architecture(classifier, config: TrainConfig) -> dict:
+def _architecture(main: Experiment, config: TrainConfig) -> dict:
     return {"kind": "CNN: per-image standardisation, conv-BN-ReLU blocks with max-pooling, global average "
                     "pooling, dropout, one dense logit",
-            "filters": list(config.filters), "parameters": int(classifier.count_params()),
-            "input": list(classifier.input_shape[1:]), "heatmap": "class activation map (equals Grad-CAM here)"}
+            "filters": list(config.filters), "networks": len(main.fits),
+            "parameters": int(main.serving.count_params()), "input": list(main.serving.input_shape[1:]),
+            "serving": "each network assesses the slice and its mirror image; the class activation maps of "
+                       "all are averaged and the probability is the sigmoid of the averaged map's mean",
+            "heatmap": "class activation map (equals Grad-CAM for this architecture)"}
+
+
+def _networks(experiment: Experiment, config: TrainConfig) -> list[dict]:
+    """Seed, kept epoch, epochs run and time of each network of the ensemble (history: first one)."""
+    return [{"seed": config.seed + k, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+             "seconds": round(result.seconds, 1), "best_validation_auc": result.history[result.best_epoch - 1]["val_auc"]}
+            for k, result in enumerate(experiment.fits)]
 
 
 def _data_summary(dataset: Dataset, data_dir: Path, duplicates: dict, citation: str) -> dict:
@@ -151,8 +162,8 @@ def _ablation(config: TrainConfig, main: Experiment, other: Experiment) -> dict:
     def brief(experiment: Experiment) -> dict:
         keep = ("auc", "sensitivity", "specificity", "accuracy", "ci95")
         return {"test": {k: experiment.test[k] for k in keep}, "validation_auc": experiment.validation["auc"],
-                "best_epoch": experiment.fit.best_epoch, "threshold": experiment.threshold,
-                "history": experiment.fit.history}
+                "best_epoch": experiment.fits[0].best_epoch, "threshold": experiment.threshold,
+                "history": experiment.fits[0].history}
 
     gain = with_aug.test["auc"] - without.test["auc"]
     low, high = with_aug.test["ci95"]["auc"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ class TrainConfig:
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     target_sensitivity: float = evaluate.TARGET_SENSITIVITY
+    # Networks trained from different seeds and averaged: less variance on unseen scanners.
+    ensemble: int = 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,14 +50,19 @@ class FitResult:
 
 @dataclass
 class Experiment:
-    """A trained classifier with its validation-chosen threshold and test figures."""
+    """Trained networks, the serving graph that averages them, its threshold and test figures."""
 
-    fit: FitResult
+    fits: list[FitResult]
+    serving: keras.Model
     threshold: float
     threshold_rationale: str
     validation: dict
     test: dict
     test_scores: np.ndarray = field(repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return sum(result.seconds for result in self.fits)
 
 
 def make_split(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, Split, dict]:
@@ -104,9 +112,8 @@ def fit(dataset: Dataset, train_index: np.ndarray, validation_index: np.ndarray,
     return FitResult(classifier=classifier, history=per_epoch, best_epoch=best_epoch, seconds=seconds)
 
 
-def predict_scores(classifier: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Probabilities exactly as the served model computes them (slice and mirror image together)."""
-    serving = build_serving_model(classifier)
+def predict_scores(serving: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Probabilities exactly as the served graph computes them."""
     return np.concatenate([
         np.asarray(serving(images[start:start + batch_size], training=False)[0]).reshape(-1)
         for start in range(0, len(images), batch_size)
@@ -114,15 +121,18 @@ def predict_scores(classifier: keras.Model, images: np.ndarray, batch_size: int 
 
 
 def run_experiment(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -> Experiment:
-    """Fit, choose the threshold on validation, and measure on the untouched test split."""
-    result = fit(dataset, split.train, split.validation, config, verbose=verbose)
-    validation_scores = predict_scores(result.classifier, dataset.images[split.validation])
+    """Fit `config.ensemble` networks (seeds seed, seed+1, ...), choose the threshold of their
+    serving graph on validation, and measure it on the untouched test split."""
+    fits = [fit(dataset, split.train, split.validation, dataclasses.replace(config, seed=config.seed + k),
+                verbose=verbose) for k in range(config.ensemble)]
+    serving = build_serving_model([result.classifier for result in fits])
+    validation_scores = predict_scores(serving, dataset.images[split.validation])
     threshold, rationale = evaluate.choose_threshold(
         dataset.labels[split.validation], validation_scores, config.target_sensitivity
     )
-    test_scores = predict_scores(result.classifier, dataset.images[split.test])
+    test_scores = predict_scores(serving, dataset.images[split.test])
     return Experiment(
-        fit=result, threshold=threshold, threshold_rationale=rationale,
+        fits=fits, serving=serving, threshold=threshold, threshold_rationale=rationale,
         validation=evaluate.metrics(dataset.labels[split.validation], validation_scores, threshold, config.seed),
         test=evaluate.metrics(dataset.labels[split.test], test_scores, threshold, config.seed),
         test_scores=test_scores,

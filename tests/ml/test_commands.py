@@ -59,8 +59,8 @@ def test_predict_prints_probability_label_and_version(served, tmp_path, capsys):
 
 def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys):
     registry = tmp_path / "registry"
-    call_command("train_model", "--phantoms", "30", "--epochs", "1", "--filters", "4,8,8", "--registry", str(registry),
-                 "--no-activate")
+    call_command("train_model", "--phantoms", "30", "--epochs", "1", "--filters", "4,8,8", "--ensemble", "1",
+                 "--registry", str(registry), "--no-activate")
     out = capsys.readouterr().out
     assert "Registered phantom-" in out and "test: AUC" in out
     versions = [p for p in registry.iterdir() if p.is_dir()]
@@ -73,4 +73,5 @@ def test_train_model_refuses_a_single_class_folder(tmp_path):
         child.unlink()
     (folder / "notumor").rmdir()
     with pytest.raises(CommandError, match="lacks one of the two labels"):
-        call_command("train_model", "--data", str(folder), "--epochs", "1", "--registry", str(tmp_path / "r"))
+        call_command("train_model", "--data", str(folder), "--epochs", "1", "--ensemble", "1",
+                     "--registry", str(tmp_path / "r"))

@@ -32,6 +32,7 @@ def test_card_records_data_split_hyperparameters_metrics_threshold_and_time(tiny
     assert card["data"]["images"] == 240 and card["data"]["near_duplicates"]["groups"] >= 1
     assert card["split"]["summary"]["test"]["images"] == len(card["split"]["test_files"])
     assert len(card["history"]) >= 1 and {"loss", "val_loss", "auc", "val_auc"} <= set(card["history"][0])
+    assert [network["seed"] for network in card["ensemble"]] == [0, 1] and card["architecture"]["networks"] == 2
     test = card["metrics"]["test"]
     assert {"auc", "sensitivity", "specificity", "ci95"} <= set(test)
     assert card["threshold"]["rationale"] and 0 < card["threshold"]["value"] < 1
@@ -61,11 +62,11 @@ def test_tampered_weights_are_detected(tiny_model, tmp_path):
 
 
 def test_onnx_serving_matches_keras_within_1e_4(tiny_model):
-    from ml.model import build_serving_model, load_classifier
+    from ml.model import load_serving_model
     from ml.preprocess import preprocess
 
     root, version = tiny_model
-    serving = build_serving_model(load_classifier(version.keras_path))
+    serving = load_serving_model(version.keras_path)
     batch = np.stack([preprocess(make_phantom(500 + i, i % 2 == 0))[0] for i in range(16)])
     expected = np.asarray(serving(batch, training=False)[0]).reshape(-1)
     served, cams = Predictor(version).network(batch)

@@ -18,6 +18,8 @@ class Command(ModelVersionOption, BaseCommand):
         parser.add_argument("--data", type=Path, required=True, help="The folder the model was trained on")
         self.add_version_argument(parser, "Model version (default: the one in service)")
         parser.add_argument("--epochs", type=int, default=None, help="Most epochs per training (default: the card's)")
+        parser.add_argument("--networks", type=int, default=1,
+                            help="Networks averaged per point (default 1; the card's ensemble size reproduces it)")
         parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0",
                             help="Shares of the train split, comma-separated")
         parser.add_argument("--any-data", action="store_true",
@@ -32,14 +34,15 @@ class Command(ModelVersionOption, BaseCommand):
             fractions = tuple(float(f) for f in options["fractions"].split(","))
         except ValueError:
             raise CommandError("--fractions takes comma-separated numbers, e.g. 0.1,0.25,0.5,1.0") from None
-        if options["epochs"] is not None and options["epochs"] < 1:
-            raise CommandError("--epochs must be at least 1")
+        if (options["epochs"] is not None and options["epochs"] < 1) or options["networks"] < 1:
+            raise CommandError("--epochs and --networks must be at least 1")
         data = Path(options["data"])
         if not data.is_dir():
             raise CommandError(f"No such folder: {data}")
         try:
-            curve = build_learning_curve(data, version, epochs=options["epochs"], fractions=fractions,
-                                         any_data=options["any_data"], progress=options["verbosity"] > 0)
+            curve = build_learning_curve(data, version, epochs=options["epochs"], networks=options["networks"],
+                                         fractions=fractions, any_data=options["any_data"],
+                                         progress=options["verbosity"] > 0)
         except (AnalyticsError, ValueError) as error:
             raise CommandError(str(error)) from error
         for point in curve.points:

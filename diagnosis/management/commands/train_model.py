@@ -27,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)),
                             help="Filters per convolutional block, comma-separated")
         parser.add_argument("--patience", type=int, default=10, help="Early-stopping patience in epochs")
+        parser.add_argument("--ensemble", type=int, default=2,
+                            help="Networks trained from consecutive seeds and averaged by the served model")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the served model")
         parser.add_argument("--registry", type=Path, default=None, help="Model registry folder (default: settings)")
 
@@ -38,10 +40,10 @@ class Command(BaseCommand):
             filters = tuple(int(f) for f in options["filters"].split(","))
         except ValueError:
             raise CommandError("--filters takes comma-separated integers, e.g. 16,32,64,128,128") from None
-        if options["epochs"] < 1:
-            raise CommandError("--epochs must be at least 1")
+        if options["epochs"] < 1 or options["ensemble"] < 1:
+            raise CommandError("--epochs and --ensemble must be at least 1")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
-                             filters=filters, patience=options["patience"])
+                             filters=filters, patience=options["patience"], ensemble=options["ensemble"])
         registry = options["registry"] or settings.MODEL_DIR
         with tempfile.TemporaryDirectory() as tmp:
             if options["phantoms"]:
