@@ -48,6 +48,8 @@ app.conf.update(
     accept_content=["json"],
     worker_hijack_root_logger=False,
     timezone=settings.TIME_ZONE,
+    # Write beat's schedule file after every task it sends: its fresh mtime is beat's health signal.
+    beat_sync_every=1,
     beat_schedule={
         # A sweep that waited longer than the interval is superseded by the next one: no backlog of
         # sweeps piles up in the queue while no worker runs.

@@ -1,29 +1,45 @@
 """Strict parsing of environment variables: a bad value stops the process with its name.
 
 Every variable the application reads is declared through these helpers, so the README's table
-and `.env.example` can be checked against `DECLARED`.
+and `.env.example` can be checked against `DECLARED` (name -> help) and `DEFAULTS` (name -> the
+default as it would be written in a .env file, "" when there is none). Declare every variable on
+every path through the settings, so the declarations do not depend on the environment.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
 DECLARED: dict[str, str] = {}
+DEFAULTS: dict[str, str] = {}
+_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _raw(name: str, help_text: str) -> str | None:
+def _as_text(default) -> str:
+    if default is None:
+        return ""
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, (list, tuple)):
+        return ",".join(default)
+    return str(default)
+
+
+def _raw(name: str, help_text: str, default=None) -> str | None:
     DECLARED[name] = help_text
+    DEFAULTS[name] = _as_text(default)
     value = os.environ.get(name)
     return None if value is None or value.strip() == "" else value.strip()
 
 
 def string(name: str, default: str | None = None, help: str = "") -> str | None:
-    value = _raw(name, help)
+    value = _raw(name, help, default)
     return default if value is None else value
 
 
@@ -35,7 +51,7 @@ def required(name: str, help: str = "") -> str:
 
 
 def boolean(name: str, default: bool, help: str = "") -> bool:
-    value = _raw(name, help)
+    value = _raw(name, help, default)
     if value is None:
         return default
     if value.lower() in _TRUE:
@@ -46,7 +62,7 @@ def boolean(name: str, default: bool, help: str = "") -> bool:
 
 
 def integer(name: str, default: int, help: str = "", minimum: int | None = None, maximum: int | None = None) -> int:
-    value = _raw(name, help)
+    value = _raw(name, help, default)
     if value is None:
         return default
     try:
@@ -59,7 +75,7 @@ def integer(name: str, default: int, help: str = "", minimum: int | None = None,
 
 
 def string_list(name: str, default: list[str], help: str = "") -> list[str]:
-    value = _raw(name, help)
+    value = _raw(name, help, default)
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -79,4 +95,13 @@ def url(name: str, default: str | None, schemes: tuple[str, ...], help: str = ""
     scheme = urlparse(value).scheme
     if scheme not in schemes:
         raise ImproperlyConfigured(f"{name} must be a URL with one of the schemes {', '.join(schemes)}; got {scheme!r}.")
+    return value
+
+
+def rate(name: str, default: str, help: str = "") -> str:
+    """A request rate such as 30/minute (per second, minute, hour or day)."""
+    value = string(name, default, help)
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate; write it as a count per second, minute, hour "
+                                   "or day, e.g. 30/minute.")
     return value

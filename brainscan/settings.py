@@ -7,6 +7,7 @@ secret key and allowed hosts mandatory. See the README's configuration table.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -35,16 +36,22 @@ def _development_secret_key() -> str:
     return path.read_text().strip()
 
 
-_SECRET_HELP = "Django secret key; required in production"
+_SECRET_HELP = ("Django secret key; required in production (at least 50 random characters, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)")
 SECRET_KEY = (env.required("DJANGO_SECRET_KEY", _SECRET_HELP) if PRODUCTION
               else env.string("DJANGO_SECRET_KEY", None, _SECRET_HELP) or _development_secret_key())
-if PRODUCTION and len(SECRET_KEY) < 50:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 characters in production.")
+# The same bar as Django's deploy check (security.W009), enforced at start instead of warned about.
+if PRODUCTION and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters in production "
+                               "(not a django-insecure- key).")
 
 ALLOWED_HOSTS = env.string_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"],
-                                "Comma-separated host names the site answers to")
+                                "Comma-separated host names the site answers to; required in production")
 if PRODUCTION and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required in production.")
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required in production (the site's host names, "
+                               "comma-separated).")
+if PRODUCTION and "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS cannot be * in production; list the site's host names.")
 CSRF_TRUSTED_ORIGINS = env.string_list("DJANGO_CSRF_TRUSTED_ORIGINS", [], "Comma-separated origins "
                                        "(https://host) allowed to post forms, when behind a proxy")
 
@@ -56,12 +63,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
     "csp",
     "diagnosis",
+    "analytics",
 ]
 
 MIDDLEWARE = [
@@ -129,35 +136,49 @@ MEDIA_ROOT = Path(env.string("BRAINSCAN_MEDIA_ROOT", str(VAR_DIR / "media"), "Fo
 MEDIA_URL = None  # scans are never served from a public URL; see diagnosis.files
 X_ACCEL_REDIRECT_PREFIX = env.string("BRAINSCAN_X_ACCEL_PREFIX", None, "With local storage behind nginx: the "
                                      "internal location that maps to BRAINSCAN_MEDIA_ROOT (e.g. /protected/)")
+S3_ENDPOINT_URL = env.url("AWS_S3_ENDPOINT_URL", None, ("http", "https"),
+                          "S3 endpoint the servers use, for MinIO or another S3-compatible server (empty: AWS)")
+S3_PUBLIC_URL = env.url("BRAINSCAN_S3_PUBLIC_URL", None, ("http", "https"),
+                        "S3 endpoint that browsers reach, for pre-signed links, when it differs from "
+                        "AWS_S3_ENDPOINT_URL (e.g. https://brainscan.example.org, whose nginx forwards /BUCKET/ "
+                        "to MinIO)")
+S3_OPTIONS = {
+    "bucket_name": env.string("AWS_STORAGE_BUCKET_NAME", None, "S3 bucket for scans and heatmaps (required with "
+                              "BRAINSCAN_STORAGE=s3); keep it private"),
+    "endpoint_url": S3_ENDPOINT_URL,
+    "public_endpoint_url": S3_PUBLIC_URL,
+    "region_name": env.string("AWS_S3_REGION_NAME", None, "S3 region (MinIO: us-east-1)"),
+    "access_key": env.string("AWS_ACCESS_KEY_ID", None, "S3 access key (empty: boto3's usual credential chain, "
+                             "e.g. an instance role)"),
+    "secret_key": env.string("AWS_SECRET_ACCESS_KEY", None, "S3 secret key"),
+    # No ACL header: buckets with ACLs disabled (the AWS default since 2023) refuse PUTs that carry one;
+    # the objects are as private as the bucket.
+    "default_acl": None,
+    "file_overwrite": True,
+    "querystring_auth": True,
+    "querystring_expire": env.integer("BRAINSCAN_S3_URL_SECONDS", 60, "Lifetime of a pre-signed S3 link to a scan",
+                                      minimum=5, maximum=3600),
+    "signature_version": "s3v4",
+}
 if STORAGE_BACKEND == "s3":
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env.required("AWS_STORAGE_BUCKET_NAME", "S3 bucket for scans and heatmaps"),
-            "endpoint_url": env.url("AWS_S3_ENDPOINT_URL", None, ("http", "https"),
-                                    "S3 endpoint, for MinIO or another S3-compatible server"),
-            "region_name": env.string("AWS_S3_REGION_NAME", None, "S3 region"),
-            "access_key": env.string("AWS_ACCESS_KEY_ID", None, "S3 access key"),
-            "secret_key": env.string("AWS_SECRET_ACCESS_KEY", None, "S3 secret key"),
-            "default_acl": "private",
-            "file_overwrite": True,
-            "querystring_auth": True,
-            "querystring_expire": env.integer("BRAINSCAN_S3_URL_SECONDS", 60, "Lifetime of a pre-signed "
-                                              "S3 link to a scan", minimum=5, maximum=3600),
-            "signature_version": "s3v4",
-        },
-    }
+    if not S3_OPTIONS["bucket_name"]:
+        raise ImproperlyConfigured("AWS_STORAGE_BUCKET_NAME is required with BRAINSCAN_STORAGE=s3.")
+    _default_storage = {"BACKEND": "brainscan.storage.PrivateS3Storage", "OPTIONS": S3_OPTIONS}
 else:
+    # allow_overwrite: a retried task rewrites its heatmap under the same name, as on S3, instead of
+    # leaving a renamed copy behind.
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None,
+                        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None, "allow_overwrite": True,
                                     "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700}}
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": _default_storage,
+    # Static files are public and nginx reads them as another user: not FILE_UPLOAD_PERMISSIONS (0600).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if PRODUCTION
-                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage",
+                    "OPTIONS": {"file_permissions_mode": 0o644, "directory_permissions_mode": 0o755}},
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
@@ -171,6 +192,17 @@ MAX_DICOM_FRAMES = env.integer("BRAINSCAN_MAX_DICOM_FRAMES", 64, "Most frames ta
                                minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_STUDY + 1
 FILE_UPLOAD_PERMISSIONS = 0o600
+# A larger request is refused before it is read (diagnosis.middleware).
+MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * MAX_FILES_PER_STUDY + 1_048_576
+# Uploads are kept in memory, never in a temporary file: a scan's original bytes (a DICOM header
+# names the patient) must not land on disk. The memory handler takes a request only up to this size,
+# so it is the request limit: anything larger has already been refused.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+DICOM_DATES = env.choice("BRAINSCAN_DICOM_DATES", "shift", ("shift", "remove"), "Dates in a stored DICOM file: "
+                         "shift (moved back by a random number of days per study, intervals kept) or remove")
+DICOM_KEEP_SEX_AGE = env.boolean("BRAINSCAN_DICOM_KEEP_SEX_AGE", False, "Keep the patient's sex and age (ages "
+                                 "over 89 written as 90) in stored DICOM files and show them on the study page")
 
 # --- Model --------------------------------------------------------------------------------------
 MODEL_DIR = Path(env.string("BRAINSCAN_MODEL_DIR", str(BASE_DIR / "models"), "Model registry folder"))
@@ -222,9 +254,17 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.integer("BRAINSCAN_LOCKOUT_MINUTES", 1
                                                   minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_LOCKOUT_CALLABLE = "diagnosis.errors.locked_out"  # the lockout page, or JSON under /api/
 
 # --- Security headers -----------------------------------------------------------------------------
+# With S3 the page's images redirect to pre-signed links, which the Content-Security-Policy must allow.
+if STORAGE_BACKEND != "s3":
+    S3_LINK_ORIGINS = []
+elif S3_PUBLIC_URL or S3_ENDPOINT_URL:
+    _link = urlparse(S3_PUBLIC_URL or S3_ENDPOINT_URL)
+    S3_LINK_ORIGINS = [f"{_link.scheme}://{_link.netloc}"]
+else:
+    S3_LINK_ORIGINS = ["https://*.amazonaws.com"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -232,7 +272,7 @@ X_FRAME_OPTIONS = "DENY"
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
-        "img-src": ["'self'", "data:", "blob:"],
+        "img-src": ["'self'", "data:", "blob:", *S3_LINK_ORIGINS],
         "script-src": ["'self'"],
         "style-src": ["'self'"],
         "object-src": ["'none'"],
@@ -241,39 +281,65 @@ CONTENT_SECURITY_POLICY = {
         "form-action": ["'self'"],
     }
 }
+_SSL_REDIRECT = env.boolean("BRAINSCAN_SSL_REDIRECT", True, "Redirect http to https in production")
+_HSTS_SECONDS = env.integer("BRAINSCAN_HSTS_SECONDS", 31_536_000, "HSTS max-age in production", minimum=0)
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_SSL_REDIRECT = env.boolean("BRAINSCAN_SSL_REDIRECT", True, "Redirect http to https in production")
-    SECURE_HSTS_SECONDS = env.integer("BRAINSCAN_HSTS_SECONDS", 31_536_000, "HSTS max-age in production", minimum=0)
+    SECURE_SSL_REDIRECT = _SSL_REDIRECT
+    # The container health probe talks plain HTTP to the application server itself.
+    SECURE_REDIRECT_EXEMPT = [r"^livez$"]
+    SECURE_HSTS_SECONDS = _HSTS_SECONDS
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-if env.boolean("BRAINSCAN_BEHIND_PROXY", False, "Trust X-Forwarded-Proto from a TLS-terminating proxy"):
+BEHIND_PROXY = env.boolean("BRAINSCAN_BEHIND_PROXY", False, "Behind one trusted reverse proxy (the compose "
+                           "nginx) that sets X-Forwarded-Proto and X-Forwarded-For; the application server must "
+                           "be reachable only through it")
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Audit events and login lockouts need the client's address, not the proxy's.
+    MIDDLEWARE.insert(0, "brainscan.proxy.ForwardedForMiddleware")
 
 # --- REST API ----------------------------------------------------------------------------------
+API_TOKEN_HOURS = env.integer("BRAINSCAN_API_TOKEN_HOURS", 12, "Lifetime of an API token, in hours",
+                              minimum=1, maximum=24 * 90)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "diagnosis.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the browsable API, with CSRF
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "diagnosis.api.throttling.AnonymousRateThrottle",
+        "diagnosis.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env.string("BRAINSCAN_API_ANON_RATE", "30/minute", "API requests per anonymous address"),
-        "user": env.string("BRAINSCAN_API_USER_RATE", "600/minute", "API requests per user"),
+        "anon": env.rate("BRAINSCAN_API_ANON_RATE", "30/minute", "API requests per anonymous client address "
+                         "(count/second, minute, hour or day)"),
+        "user": env.rate("BRAINSCAN_API_USER_RATE", "600/minute", "API requests per user "
+                         "(count/second, minute, hour or day)"),
     },
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # The client's address is REMOTE_ADDR, as in the audit trail: a made-up X-Forwarded-For cannot dodge the limit.
+    "NUM_PROXIES": 0,
+    "DEFAULT_PAGINATION_CLASS": "diagnosis.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
+    "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "BrainScan API",
-    "DESCRIPTION": "Submit brain MRI slices and read the CNN's tumor assessments.",
+    "DESCRIPTION": (
+        "Submit brain MRI slices and read the CNN's tumor assessments. Decision support: every result must be "
+        "read by a qualified clinician.\n\n"
+        "**Authentication**: `POST /api/v1/auth/token/` with a username and password returns a token that expires; "
+        "send it as `Authorization: Token <token>`. `DELETE /api/v1/auth/token/` revokes it.\n\n"
+        "**Errors** are JSON of one shape: `{\"error\": {\"code\": ..., \"message\": ..., \"fields\": {...}}}`; "
+        "`fields` is present when particular fields were wrong. An object you may not see answers 404.\n\n"
+        "**Throttling**: requests are limited per user and per anonymous address; over the limit the answer is "
+        "429 with a `Retry-After` header."
+    ),
     "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -300,5 +366,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.choice("BRAINSCAN_LOG_LEVEL", "INFO",
                                                           ("DEBUG", "INFO", "WARNING", "ERROR"), "Log level")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    # Logs never carry file contents: Pillow's debug lines quote EXIF values, a patient's name among them.
+    # (pydicom, which sets its own level when imported, is silenced in diagnosis.dicom.)
+    "loggers": {"axes": {"level": "WARNING"}, "PIL": {"level": "WARNING"}},
 }

@@ -11,20 +11,25 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 
 
-def private_file_response(name: str, *, download_name: str | None = None) -> HttpResponse:
+def private_file_response(name: str, *, download_name: str | None = None,
+                          content_type: str = "image/png") -> HttpResponse:
     if not name:
         raise Http404("No such file")
     if settings.STORAGE_BACKEND == "s3":
-        response = HttpResponseRedirect(default_storage.url(name))
+        # The browser takes the file from S3 itself, so S3 must send these headers: they are signed into the link.
+        headers = {"ResponseContentType": "image/png", "ResponseCacheControl": "private, no-store"}
+        if download_name:
+            headers["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        response = HttpResponseRedirect(default_storage.url(name, parameters=headers))
     elif settings.X_ACCEL_REDIRECT_PREFIX:
-        response = HttpResponse(content_type="image/png")
+        response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + name
     else:
         try:
             handle = default_storage.open(name, "rb")
         except FileNotFoundError:
             raise Http404("The file is no longer stored") from None
-        response = FileResponse(handle, content_type="image/png")
+        response = FileResponse(handle, content_type=content_type)
     if download_name:
         response["Content-Disposition"] = f'attachment; filename="{download_name}"'
     response["Cache-Control"] = "private, no-store"

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -62,6 +62,14 @@ def check_worker() -> dict:
 
 CHECKS = {"database": check_database, "broker": check_broker, "storage": check_storage, "model": check_model,
           "worker": check_worker}
+
+
+@never_cache
+@require_GET
+def livez(request):
+    """Liveness for the container probe: the application server answers. Nothing else on purpose: restarting
+    the web server would not fix a database or worker outage, which /healthz reports."""
+    return HttpResponse("ok", content_type="text/plain")
 
 
 @never_cache

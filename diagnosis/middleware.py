@@ -14,7 +14,7 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        limit = settings.MAX_UPLOAD_BYTES * settings.MAX_FILES_PER_STUDY + 1_048_576
+        limit = settings.MAX_REQUEST_BYTES
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -124,11 +124,18 @@ def image_upload_path(image: "StudyImage", filename: str) -> str:
     return f"studies/{image.study_id}/{image.id}.png"
 
 
+def dicom_upload_path(image: "StudyImage", filename: str) -> str:
+    return f"studies/{image.study_id}/{image.id}.dcm"
+
+
 class StudyImage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
     position = models.PositiveIntegerField()
     file = models.FileField(upload_to=image_upload_path, max_length=255)
+    # The de-identified DICOM the PNG was made from (the frames of one file share it); the upload
+    # itself is never stored.
+    dicom = models.FileField(upload_to=dicom_upload_path, max_length=255, null=True, blank=True)
     source_format = models.CharField(max_length=16, help_text="JPEG, PNG or DICOM, as uploaded.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -203,6 +210,36 @@ class WorkerHeartbeat(models.Model):
         return self.hostname
 
 
+class AuditEventQuerySet(models.QuerySet):
+    """No bulk update or delete: the application can only append to the trail."""
+
+    def update(self, **kwargs):
+        raise PermissionError("Audit events cannot be changed.")
+
+    def delete(self):
+        raise PermissionError("Audit events cannot be deleted.")
+
+
+class ApiToken(models.Model):
+    """A REST API credential that expires and can be revoked.
+
+    Only the token's SHA-256 is stored: a copy of the database holds no usable token. Tokens are
+    256 random bits, so an unsalted hash is enough.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"API token of {self.user} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class AuditEvent(models.Model):
     """One thing that happened, append-only and hash-chained to the event before it.
 
@@ -238,6 +275,7 @@ class AuditEvent(models.Model):
         USER_CHANGED = "user.changed", "Account changed"
         MODEL_LISTED = "model.listed", "Models listed"
         API_TOKEN_ISSUED = "api.token_issued", "API token issued"
+        API_TOKEN_REVOKED = "api.token_revoked", "API token revoked"
         ANALYTICS_VIEWED = "analytics.viewed", "Analytics viewed"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -253,6 +291,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

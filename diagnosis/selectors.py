@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
 
 from diagnosis.inference import registry
 from diagnosis.models import Consent, Patient, Prediction, Study, StudyImage
-from ml.features import FEATURE_DESCRIPTIONS
+from ml.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from ml.registry import RegistryError
 
 TRIAGE, NEWEST = "triage", "newest"
@@ -90,19 +91,31 @@ def model_card(version: str) -> dict:
         return {}
 
 
+def registered_models() -> list[dict]:
+    """Every version in the model registry with its card, marking the active one and the one served."""
+    models = registry()
+    active = models.active_name()
+    serving = settings.MODEL_VERSION or active
+    return [{"version": version.name, "active": version.name == active, "serving": version.name == serving,
+             "card": version.card} for version in models.versions()]
+
+
 def feature_rows(prediction: Prediction) -> list[dict]:
     """The texture features of a prediction beside each label's typical range and their contribution."""
     card = model_card(prediction.model_version)
     ranges = card.get("feature_ranges", {})
     contribution = {row["feature"]: row["contribution"] for row in prediction.feature_contributions}
+    # PostgreSQL's jsonb does not keep key order: list the features in their documented order everywhere.
+    known = {name: index for index, name in enumerate(FEATURE_NAMES)}
+    names = sorted(prediction.features, key=lambda name: (known.get(name, len(known)), name))
     return [
         {
-            "name": name, "description": FEATURE_DESCRIPTIONS.get(name, ""), "value": value,
+            "name": name, "description": FEATURE_DESCRIPTIONS.get(name, ""), "value": prediction.features[name],
             "typical_no_tumor": ranges.get(name, {}).get("no_tumor"),
             "typical_tumor": ranges.get(name, {}).get("tumor"),
             "contribution": contribution.get(name),
         }
-        for name, value in prediction.features.items()
+        for name in names
     ]
 
 

@@ -50,6 +50,12 @@ class ConsentRequired(ServiceError):
     code = "consent_required"
 
 
+class InvalidState(ServiceError):
+    """The study is not in a state that allows this action (for example, a retry of a completed study)."""
+
+    code = "invalid_state"
+
+
 class NothingUsable(ServiceError):
     """None of the uploaded files could be used; nothing was stored."""
 
@@ -104,7 +110,7 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
         raise ServiceError("Choose at least one image to upload.")
     if len(uploads) > settings.MAX_FILES_PER_STUDY:
         raise ServiceError(f"A study holds at most {settings.MAX_FILES_PER_STUDY} files; {len(uploads)} were sent.")
-    slices, rejections = decode_uploads(uploads)
+    slices, rejections = decode_uploads(uploads, patient_code=patient.code)
     for rejection in rejections:
         audit.record(Action.UPLOAD_REJECTED, actor=user, request=request, patient_code=patient.code, via=via,
                      details={"reason": rejection.code})
@@ -118,6 +124,7 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
         with transaction.atomic():
             study = Study.objects.create(patient=patient, submitted_by=user, idempotency_key=idempotency_key,
                                          enqueued_at=timezone.now())
+            dicom_names: dict = {}  # the frames of one DICOM file share its de-identified copy
             for position, piece in enumerate(slices):
                 png = encode_png(piece.gray)
                 image = StudyImage(study=study, position=position, source_format=piece.source_format,
@@ -125,6 +132,12 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
                                    sha256=hashlib.sha256(png).hexdigest(), acquisition=piece.acquisition)
                 image.file.save("scan.png", ContentFile(png), save=False)
                 stored.append(image.file.name)
+                if piece.dicom is not None:
+                    if piece.dicom not in dicom_names:
+                        image.dicom.save("scan.dcm", ContentFile(piece.dicom.data), save=False)
+                        dicom_names[piece.dicom] = image.dicom.name
+                        stored.append(image.dicom.name)
+                    image.dicom.name = dicom_names[piece.dicom]
                 image.save()
             audit.record(Action.STUDY_CREATED, actor=user, request=request, obj=study, patient_code=patient.code,
                          via=via, details={"images": len(slices), "rejected_files": len(rejections)})
@@ -426,7 +439,7 @@ def requeue_stale() -> int:
 def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
     """Run a failed or cancelled study again, as a new attempt with a fresh attempt budget."""
     if study.status not in (Status.FAILED, Status.CANCELLED):
-        raise ServiceError("Only a failed or cancelled study can be run again.")
+        raise InvalidState("Only a failed or cancelled study can be run again.")
     check_can_submit(user, study.patient)
     now = timezone.now()
     with transaction.atomic():
@@ -434,7 +447,7 @@ def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
             status=Status.QUEUED, attempts=0, error="", error_code="", finished_at=None, enqueued_at=now,
             updated_at=now)
         if not moved:
-            raise ServiceError("The study was already started again.")
+            raise InvalidState("The study was already started again.")
         audit.record(Action.STUDY_RETRIED, actor=user, request=request, obj=study, patient_code=study.patient.code,
                      via=via, details={"previous_error": study.error_code})
         enqueue(study)
@@ -445,7 +458,7 @@ def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
 def record_reading(*, user, study: Study, agrees_with_model: bool, finding: str, comment: str = "",
                    request=None, via: str = "web") -> Reading:
     if study.status != Status.COMPLETED:
-        raise ServiceError("A reading can be recorded once the assessment is complete.")
+        raise InvalidState("A reading can be recorded once the assessment is complete.")
     with transaction.atomic():
         reading, created = Reading.objects.update_or_create(
             study=study, clinician=user,
@@ -458,6 +471,16 @@ def record_reading(*, user, study: Study, agrees_with_model: bool, finding: str,
 
 
 # --- Patients and consent (administrators) --------------------------------------------------------
+
+
+def create_patient(*, actor, code: str = "", care_team=(), request=None, via: str = "admin") -> Patient:
+    """A new patient, known by `code` (a fresh pseudonymous code when empty), on the given care team."""
+    with transaction.atomic():
+        patient = Patient.objects.create(code=code) if code else Patient.objects.create()
+        patient.care_team.set(care_team)
+        audit.record(Action.PATIENT_CREATED, actor=actor, request=request, obj=patient, patient_code=patient.code,
+                     via=via, details={"care_team": sorted(user.get_username() for user in care_team)})
+    return patient
 
 
 def grant_consent(*, patient: Patient, actor, scope: str = Consent.Scope.AI_ANALYSIS, request=None,
@@ -493,8 +516,9 @@ def erase_patient(*, patient: Patient, actor, request=None, via: str = "admin") 
     The audit trail keeps the pseudonymous code and what happened, nothing else.
     """
     images = StudyImage.objects.filter(study__patient=patient)
-    names = [name for name in images.values_list("file", flat=True) if name]
-    names += [name for name in Prediction.objects.filter(image__in=images).values_list("heatmap", flat=True) if name]
+    names = {name for pair in images.values_list("file", "dicom") for name in pair if name}
+    names |= {name for name in Prediction.objects.filter(image__in=images).values_list("heatmap", flat=True) if name}
+    names = sorted(names)
     counts = {"studies": Study.objects.filter(patient=patient).count(), "images": images.count(), "files": len(names)}
     code = patient.code
     with transaction.atomic():

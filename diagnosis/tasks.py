@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from celery import shared_task
+from celery import current_app, shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
@@ -38,11 +38,18 @@ def requeue_stale() -> int:
     return services.requeue_stale()
 
 
+def serves_inference(app) -> bool:
+    """Whether this worker consumes the inference queue (a worker for the default queue only does not)."""
+    return "inference" in app.amqp.queues.consume_from
+
+
 @worker_process_init.connect
 def load_model_at_start(**_) -> None:
     """Load the model when a worker process starts, not when its first study arrives."""
     from diagnosis.inference import ModelUnavailable, get_predictor
 
+    if not serves_inference(current_app):
+        return
     try:
         get_predictor()
     except ModelUnavailable as error:
@@ -74,7 +81,9 @@ def record_heartbeat(hostname: str) -> None:
 
 @worker_ready.connect
 def start_heartbeat(sender, **_) -> None:
-    """Record in the database, every few seconds, that this worker is alive (read by /healthz)."""
+    """Record in the database, every few seconds, that this inference worker is alive (read by /healthz)."""
+    if not serves_inference(sender.app):
+        return
 
     def beat() -> None:
         while True:

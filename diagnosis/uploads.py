@@ -1,7 +1,8 @@
 """Turn uploaded files into grayscale slices, or say in plain words why a file cannot be used.
 
 Each file is judged on its own, so one bad file never costs the others. What is stored later is
-re-encoded from the decoded pixels: no metadata of the upload survives.
+re-encoded from the decoded pixels: no metadata of a JPEG or PNG upload survives. A DICOM file also
+keeps a de-identified copy of itself (diagnosis.dicom); its original bytes are never stored.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
+from diagnosis.deidentify import StudyKey
+from diagnosis.dicom import is_dicom, read_dicom
 from ml.imaging import UnreadableImage, read_image
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(eq=False)
+class DeidentifiedDicom:
+    """The de-identified copy of one DICOM upload, shared by the slices of its frames."""
+
+    data: bytes
 
 
 @dataclass
@@ -24,6 +34,7 @@ class Slice:
     source_format: str
     filename: str
     acquisition: dict = field(default_factory=dict)
+    dicom: DeidentifiedDicom | None = None
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,11 @@ class Rejection:
 
 
 class UploadTooLarge(UnreadableImage):
-    pass
+    code = "too_large"
 
 
 class UnsupportedType(UnreadableImage):
-    pass
+    code = "unsupported_type"
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -49,8 +60,12 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def decode_upload(upload: UploadedFile) -> list[Slice]:
-    """Slices from one uploaded file; raises UnreadableImage (or a subclass) with the reason."""
+def decode_upload(upload: UploadedFile, study_key: StudyKey | None = None) -> list[Slice]:
+    """Slices from one uploaded file; raises UnreadableImage (or a subclass) with the reason.
+
+    `study_key` de-identifies DICOM files consistently within one study; pass the same key for
+    every file of a submission.
+    """
     name = display_name(upload)
     if upload.size > settings.MAX_UPLOAD_BYTES:
         raise UploadTooLarge(f"The file is {upload.size / 1_048_576:.1f} MB; the limit is "
@@ -59,30 +74,33 @@ def decode_upload(upload: UploadedFile) -> list[Slice]:
         raise UnreadableImage("The file is empty.")
     upload.seek(0)
     data = upload.read()
+    if is_dicom(data[:132]):
+        dicom = read_dicom(data, study_key or StudyKey.new())
+        copy = DeidentifiedDicom(dicom.deidentified)
+        return [Slice(gray=gray, source_format="DICOM", filename=name, acquisition=facts, dicom=copy)
+                for gray, facts in zip(dicom.frames, dicom.acquisition)]
     kind = sniff_format(data[:16])
     if kind is None:
-        raise UnsupportedType("The file is not a JPEG or PNG image (its content does not match any supported "
-                              "format, whatever its name says).")
+        raise UnsupportedType("The file is not a JPEG, PNG or DICOM image (its content does not match any "
+                              "supported format, whatever its name says).")
     gray = read_image(data, max_pixels=settings.MAX_IMAGE_PIXELS)
     return [Slice(gray=gray, source_format=kind, filename=name)]
 
 
-def decode_uploads(uploads: list[UploadedFile]) -> tuple[list[Slice], list[Rejection]]:
+def decode_uploads(uploads: list[UploadedFile], *, patient_code: str = "") -> tuple[list[Slice], list[Rejection]]:
+    """Slices of every usable file, and the reason for each file that is not."""
+    study_key = StudyKey.new(patient_code)
     slices, rejections = [], []
     for upload in uploads:
         try:
-            slices.extend(decode_upload(upload))
+            slices.extend(decode_upload(upload, study_key))
         except UnreadableImage as error:
             rejections.append(Rejection(display_name(upload), str(error), rejection_code(error)))
     return slices, rejections
 
 
 def rejection_code(error: UnreadableImage) -> str:
-    if isinstance(error, UploadTooLarge):
-        return "too_large"
-    if isinstance(error, UnsupportedType):
-        return "unsupported_type"
-    return "unreadable"
+    return getattr(error, "code", "unreadable")
 
 
 def display_name(upload: UploadedFile) -> str:

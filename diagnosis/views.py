@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -153,6 +153,20 @@ def study_image(request, study_id, image_id):
                  details={"download": download})
     name = f"study-{image.study.short_id}-image-{image.position + 1}.png" if download else None
     return private_file_response(image.file.name, download_name=name)
+
+
+@login_required
+@require_GET
+def study_image_dicom(request, study_id, image_id):
+    """The de-identified DICOM file an image was made from, as a download."""
+    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
+                              pk=image_id, study_id=study_id)
+    if not image.dicom:
+        raise Http404("This image was not uploaded as DICOM")
+    audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
+                 details={"download": True, "format": "dicom"})
+    return private_file_response(image.dicom.name, content_type="application/dicom",
+                                 download_name=f"study-{image.study.short_id}-image-{image.position + 1}.dcm")
 
 
 @login_required

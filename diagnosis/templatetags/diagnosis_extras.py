@@ -12,7 +12,8 @@ LABELS = {"tumor": "Tumor suspected", "no_tumor": "No tumor found"}
 ACQUISITION_LABELS = {
     "modality": "Modality", "series_description": "Series", "sequence_name": "Sequence",
     "slice_thickness": "Slice thickness (mm)", "pixel_spacing": "Pixel spacing (mm)", "frame": "Frame",
-    "magnetic_field_strength": "Field strength (T)",
+    "magnetic_field_strength": "Field strength (T)", "repetition_time": "Repetition time (ms)",
+    "echo_time": "Echo time (ms)", "patient_sex": "Sex", "patient_age": "Age",
 }
 FEATURE_LABELS = {
     "mean": "Mean brightness", "std": "Standard deviation", "asm": "Angular second moment",
@@ -44,6 +45,14 @@ def label_display(label: str) -> str:
 @register.filter
 def acquisition_label(key: str) -> str:
     return ACQUISITION_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+@register.filter
+def acquisition_value(value) -> str:
+    """A pixel spacing [0.9, 0.9] reads 0.9 × 0.9."""
+    if isinstance(value, (list, tuple)):
+        return " × ".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @register.simple_tag

@@ -55,9 +55,9 @@ def test_good_submission_stores_images_and_audits(client_a, patient_a):
 @pytest.mark.parametrize("name,data,reason", [
     ("empty.png", b"", "empty"),
     ("truncated.png", phantom_bytes(3)[:300], "damaged or incomplete"),
-    ("page.png", b"<html><body>hello</body></html>", "not a JPEG or PNG"),
-    ("vector.png", b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>", "not a JPEG or PNG"),
-    ("magic.jpg", b"GIF89a" + b"\0" * 100, "not a JPEG or PNG"),
+    ("page.png", b"<html><body>hello</body></html>", "not a JPEG, PNG or DICOM"),
+    ("vector.png", b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>", "not a JPEG, PNG or DICOM"),
+    ("magic.jpg", b"GIF89a" + b"\0" * 100, "not a JPEG, PNG or DICOM"),
 ])
 def test_bad_file_alone_is_refused_with_a_message_and_nothing_stored(client_a, patient_a, name, data, reason):
     response = post(client_a, patient_a, upload(name, data))

@@ -1,0 +1,225 @@
+"""The analytics builds: heavy work done once by a command (or once per model card), stored for pages.
+
+Each build computes its numbers, draws its figures with `analytics.plots`, saves the images through
+Django's storage under ANALYTICS_DIR and then writes one row; if anything fails, the files it had
+stored are removed again and no row is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from analytics import dataset_study, model_report, plots, storage
+from analytics.models import DatasetStudy, LearningCurve, ModelReport
+from ml.data import NO_TUMOR_CLASSES, TUMOR_CLASSES, find_samples, load_dataset
+from ml.features import FEATURE_NAMES, feature_matrix
+from ml.imaging import encode_png
+from ml.preprocess import IMAGE_SIZE
+from ml.registry import CARD, ModelVersion
+
+log = logging.getLogger(__name__)
+FEATURE_CHUNK = 64
+
+
+class AnalyticsError(ValueError):
+    """The build cannot run on this input; the message says why and what to do."""
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+def _figure_entry(name: str, plot: plots.Plot) -> dict:
+    return {"name": name, "title": plot.title, "alt": plot.alt}
+
+
+def _cache_dir() -> Path:
+    return settings.VAR_DIR / "cache"
+
+
+def require_both_labels(data_dir: Path) -> None:
+    """Fail early, before decoding anything, when the folder cannot give a tumor vs no-tumor comparison."""
+    try:
+        samples = find_samples(data_dir)
+    except FileNotFoundError as error:
+        raise AnalyticsError(str(error)) from None
+    folders = (f"tumor: {', '.join(sorted(TUMOR_CLASSES))}; no tumor: {', '.join(sorted(NO_TUMOR_CLASSES))}")
+    if not samples:
+        raise AnalyticsError(f"No labelled images found under {data_dir}. Put JPEG or PNG files in subfolders named "
+                             f"by class ({folders}); a Training/ or Testing/ level above them is understood.")
+    present = {sample.label for sample in samples}
+    if len(present) < 2:
+        found = "tumor" if 1 in present else "no-tumor"
+        missing = "no-tumor" if 1 in present else "tumor"
+        subfolders = sorted({sample.subtype for sample in samples})
+        raise AnalyticsError(f"Only {found} images were found under {data_dir} ({len(samples)} in "
+                             f"{', '.join(subfolders)}). The study compares tumor with no-tumor images, so it needs "
+                             f"{missing} images as well, in a subfolder named by class ({folders}).")
+
+
+def build_dataset_study(data_dir: str | Path, *, seed: int | None = None, progress: bool = False) -> DatasetStudy:
+    """Load DIR with the model's loader and preprocessing, compute the study and store it."""
+    started = time.perf_counter()
+    data_dir = Path(data_dir)
+    require_both_labels(data_dir)
+    try:
+        dataset = load_dataset(data_dir, IMAGE_SIZE, cache_dir=_cache_dir(), progress=progress)
+    except (ValueError, FileNotFoundError) as error:
+        raise AnalyticsError(str(error)) from None
+    if len(np.unique(dataset.labels)) < 2:
+        raise AnalyticsError(f"After skipping {len(dataset.skipped)} unreadable file(s), only one label is left.")
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    labels = np.asarray(dataset.labels)
+
+    modes = dataset_study.image_modes(_progress(dataset.paths, progress, desc="Reading modes", unit="img"))
+    chunks = range(0, len(dataset), FEATURE_CHUNK)
+    features = np.concatenate([feature_matrix(dataset.images[start:start + FEATURE_CHUNK])
+                               for start in _progress(chunks, progress, desc="Texture features", unit="chunk")])
+    duplicates, examples = dataset_study.duplicates(dataset, data_dir)
+    groups = dataset_study.groups_of(dataset)
+    statistics = {group.key: dataset_study.mean_and_std(dataset.images, group.index)
+                  for group in _progress(groups, progress, desc="Averages", unit="group")}
+    pool = dataset_study.montage_pool(labels, seed)
+    inventory = dataset_study.inventory(dataset, modes)
+
+    folder = storage.new_folder("dataset")
+    with storage.files() as put:
+        std_max = max(float(std.max()) for _, std in statistics.values()) or 1.0
+        group_rows = []
+        for group in _progress(groups, progress, desc="Drawing figures", unit="figure"):
+            mean, std = statistics[group.key]
+            plot = plots.average_and_variability(mean, std, group.name, len(group.index), std_max)
+            group_rows.append({"key": group.key, "name": group.name, "label": group.label,
+                               "images": int(len(group.index)), "is_label": group.key.startswith("label-"),
+                               "figure": _figure_entry(put(f"{folder}/average-{group.key}.png", plot.png), plot)})
+        no_tumor_mean = statistics["label-no_tumor"][0]
+        difference = plots.differences({"Tumor": statistics["label-tumor"][0] - no_tumor_mean},
+                                       "Average tumor minus average no-tumor image", "no tumor")
+        subtype_panels = {g.name: statistics[g.key][0] - no_tumor_mean for g in groups
+                          if g.label == "tumor" and g.key.startswith("subtype-")}
+        by_subtype = (plots.differences(subtype_panels, "Each tumor subtype minus the average no-tumor image",
+                                        "no tumor") if subtype_panels else None)
+        balance = plots.class_balance([(row["name"], row["label"], row["images"]) for row in inventory["by_subtype"]])
+        feature_plot = plots.feature_distributions(features, labels, FEATURE_NAMES)
+        arrays = io.BytesIO()
+        np.savez_compressed(arrays, **{f"{kind}_{key}": values[position] for key, values in statistics.items()
+                                       for position, kind in enumerate(("mean", "std"))})
+
+        def stored_image(index: int, kind: str) -> dict:
+            name = put(f"{folder}/{kind}/{index:05d}.png", encode_png(dataset.images[index, ..., 0]))
+            return {"name": name, "subtype": dataset.subtypes[index], "label": dataset_study.LABEL_NAMES[labels[index]]}
+
+        numbers = {
+            "seed": seed,
+            "preprocessing": {"image_size": IMAGE_SIZE, "loader": "ml.data.load_dataset",
+                              "steps": "grayscale, crop to the head, resize to 128×128, scale brightness to 0-1"},
+            "inventory": inventory,
+            "groups": group_rows,
+            "difference": _figure_entry(put(f"{folder}/difference.png", difference.png), difference),
+            "difference_by_subtype": (_figure_entry(put(f"{folder}/difference-subtypes.png", by_subtype.png),
+                                                    by_subtype) if by_subtype else None),
+            "class_balance": _figure_entry(put(f"{folder}/class-balance.png", balance.png), balance),
+            "features": {"rows": dataset_study.feature_summary(features, labels),
+                         "figure": _figure_entry(put(f"{folder}/features.png", feature_plot.png), feature_plot)},
+            "duplicates": {**duplicates, "examples": [[stored_image(i, "duplicates") for i in members]
+                                                      for members in examples]},
+            "montage": {label: [stored_image(i, "montage") for i in index] for label, index in pool.items()},
+            "arrays": put(f"{folder}/averages.npz", arrays.getvalue()),
+        }
+        return DatasetStudy.objects.create(source=data_dir.name, images=len(dataset), numbers=numbers,
+                                           seconds=round(time.perf_counter() - started, 1))
+
+
+def card_digest(version: ModelVersion) -> str:
+    return hashlib.sha256((version.path / CARD).read_bytes()).hexdigest()
+
+
+def build_model_report(version: ModelVersion) -> ModelReport:
+    """Draw the report's figures from the card and time the serving path; one row per card."""
+    card = version.card
+    digest = card_digest(version)
+    figures = model_report.build_plots(card)
+    try:
+        inference = model_report.measure_inference(version, threads=settings.INFERENCE_THREADS)
+    except Exception as error:  # noqa: BLE001 - a model that cannot load still deserves its report
+        log.warning("Could not time inference of %s: %s", version.name, error)
+        inference = {"error": f"The serving model could not be run here: {error}"}
+    folder = f"models/{version.name}/{digest[:12]}"
+    with storage.files() as put:
+        entries = {key: _figure_entry(put(f"{folder}/{key}.png", plot.png), plot) for key, plot in figures.items()}
+        try:
+            with transaction.atomic():
+                report, _ = ModelReport.objects.update_or_create(
+                    version=version.name, card_digest=digest, defaults={"figures": entries, "inference": inference})
+        except IntegrityError:  # another process built the same card at the same moment: keep theirs
+            report = ModelReport.objects.get(version=version.name, card_digest=digest)
+    return report
+
+
+def train_config_of(card: dict, epochs: int | None):
+    """The card's training configuration, so the curve retrains exactly the registered architecture."""
+    import dataclasses
+
+    from ml.train import TrainConfig
+
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in card["hyperparameters"].items() if key in names}
+    if epochs is not None:
+        values["epochs"] = epochs
+    return TrainConfig(**values)
+
+
+def build_learning_curve(data_dir: str | Path, version: ModelVersion, *, epochs: int | None = None,
+                         fractions=None, any_data: bool = False, progress: bool = False) -> LearningCurve:
+    """Retrain the version's architecture on 10/25/50/100% of its own grouped train split; test on its test split."""
+    from ml.learning_curve import FRACTIONS, learning_curve
+    from ml.train import make_split
+
+    started = time.perf_counter()
+    data_dir = Path(data_dir)
+    require_both_labels(data_dir)
+    card = version.card
+    config = train_config_of(card, epochs)
+    try:
+        dataset = load_dataset(data_dir, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
+                               progress=progress)
+    except (ValueError, FileNotFoundError) as error:
+        raise AnalyticsError(str(error)) from None
+    _, split, _ = make_split(dataset, config)
+    test_files = {str(Path(dataset.paths[i]).relative_to(data_dir)) for i in split.test}
+    matches = test_files == set(card.get("split", {}).get("test_files", []))
+    if not matches and not any_data:
+        raise AnalyticsError(
+            f"{data_dir} does not reproduce the test split recorded in the card of {version.name} (it is not the "
+            "data that model was trained on, or the files changed). Point --data at that folder, or pass "
+            "--any-data to compute the curve on this folder's own grouped split.")
+    fractions = tuple(fractions or FRACTIONS)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(fractions), desc="Training on shares of the train split", unit="model")
+    points = learning_curve(dataset, split, config, fractions, verbose=0,
+                            on_point=(lambda point: bar.update()) if bar else None)
+    if bar:
+        bar.close()
+    plot = plots.data_learning_curve(points)
+    with storage.files() as put:
+        name = put(f"{storage.new_folder('learning-curve')}/{version.name}.png", plot.png)
+        return LearningCurve.objects.create(
+            model_version=version.name, source=data_dir.name, matches_model_split=matches, epochs=config.epochs,
+            seconds=round(time.perf_counter() - started, 1), points=points, figure=_figure_entry(name, plot))

@@ -1,0 +1,77 @@
+"""One JSON shape for every API error: {"error": {"code": ..., "message": ..., "fields": {...}}}.
+
+`fields` is there when particular fields were wrong (field name -> messages), `rejected` when uploaded
+files could not be used. Django's own 404 and 500 pages under /api/ answer in the same shape
+(diagnosis.errors), so do oversized bodies (diagnosis.middleware).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.views import exception_handler as drf_exception_handler
+
+NOT_FOUND = "There is nothing here, or you do not have access to it."
+
+
+class ApiError(exceptions.APIException):
+    """An error answered with this status, code and message, and optionally field messages or rejected files."""
+
+    def __init__(self, status_code: int, code: str, message: str, *, fields: dict | None = None,
+                 rejected: list[dict] | None = None):
+        super().__init__(message, code)
+        self.status_code = status_code
+        self.fields = fields
+        self.rejected = rejected
+
+
+def exception_handler(exc, context):
+    exc = _as_api_exception(exc)
+    if exc is None:
+        return None  # a bug: Django's 500 handler answers, in the same shape
+    response = drf_exception_handler(exc, context)  # adds WWW-Authenticate or Retry-After, rolls back
+    response.data = {"error": _body(exc)}
+    return response
+
+
+def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(NOT_FOUND)
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(413, "payload_too_large", "The request body is larger than the server accepts.")
+    if isinstance(exc, (TooManyFilesSent, TooManyFieldsSent)):
+        message = f"A study holds at most {settings.MAX_FILES_PER_STUDY} files."
+        return ApiError(400, "invalid", message, fields={"images": [message]})
+    if isinstance(exc, exceptions.APIException):
+        return exc
+    return None
+
+
+def _body(exc: exceptions.APIException) -> dict:
+    if isinstance(exc, exceptions.ValidationError):
+        if isinstance(exc.detail, dict):
+            fields = {name: _messages(detail) for name, detail in exc.detail.items()}
+            general = fields.pop("non_field_errors", [])
+            message = " ".join(general) or "Some fields are not valid; see `fields`."
+            return {"code": "invalid", "message": message, **({"fields": fields} if fields else {})}
+        return {"code": "invalid", "message": " ".join(_messages(exc.detail))}
+    body = {"code": exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code,
+            "message": str(exc.detail)}
+    if getattr(exc, "fields", None):
+        body["fields"] = exc.fields
+    if getattr(exc, "rejected", None) is not None:
+        body["rejected"] = exc.rejected
+    return body
+
+
+def _messages(detail) -> list[str]:
+    """Every message under a field, flattening nested serializers and list items."""
+    if isinstance(detail, dict):
+        return [message for value in detail.values() for message in _messages(value)]
+    if isinstance(detail, list):
+        return [message for item in detail for message in _messages(item)]
+    return [str(detail)]

@@ -1,0 +1,368 @@
+"""API endpoints. Thin, like the web views: reads go through selectors (so what a caller may not see is a
+404), writes through services, and every call that shows or changes data writes an audit event (via "api").
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, user_logged_in, user_logged_out
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from diagnosis import audit, selectors, services
+from diagnosis.api import serializers as s
+from diagnosis.api import tokens
+from diagnosis.api.errors import ApiError
+from diagnosis.api.schema import errors
+from diagnosis.errors import locked_out
+from diagnosis.files import private_file_response
+from diagnosis.models import ApiToken, AuditEvent, Consent
+
+Action = AuditEvent.Action
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+class IsAdministrator(permissions.BasePermission):
+    message = "Only administrators may do this."
+
+    def has_permission(self, request, view):
+        return selectors.is_admin(request.user)
+
+
+class JsonErrorsNegotiation(DefaultContentNegotiation):
+    """For the file endpoints: the file is sent as it is, and an error is JSON whatever the client accepts."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+# --- Authentication --------------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["auth"])
+class TokenView(APIView):
+    """POST a username and password for a token that expires; DELETE with the token revokes it."""
+
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    def get_permissions(self):
+        return [permissions.AllowAny()] if self.request.method == "POST" else [permissions.IsAuthenticated()]
+
+    @extend_schema(
+        operation_id="auth_token_create", summary="Log in: get a token",
+        description="Checks the username and password like the login page (failed attempts count towards the "
+                    "lockout, which answers 429 `locked_out`) and returns a new token that expires after "
+                    "BRAINSCAN_API_TOKEN_HOURS hours. Only its SHA-256 is stored.",
+        request=s.CredentialsSerializer, auth=[],
+        responses={201: OpenApiResponse(s.TokenSerializer, description="A new token."), **errors(400)},
+    )
+    def post(self, request):
+        credentials = s.CredentialsSerializer(data=request.data)
+        credentials.is_valid(raise_exception=True)
+        # Django's authenticate(): django-axes counts failures and locks out, and the audit records them.
+        user = authenticate(request._request, **credentials.validated_data)
+        if user is None:
+            if getattr(request._request, "axes_locked_out", False):
+                return locked_out(request._request)  # what django-axes' middleware would answer anyway
+            raise AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
+        user_logged_in.send(sender=type(user), request=request._request, user=user)
+        secret, token = tokens.issue(user=user, request=request)
+        return Response(s.TokenSerializer({"token": secret, "expires_at": token.expires_at}).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(operation_id="auth_token_destroy", summary="Log out: revoke the token of this request",
+                   request=None, responses={204: OpenApiResponse(description="Revoked."), **errors(400)})
+    def delete(self, request):
+        if not isinstance(request.auth, ApiToken):
+            raise ApiError(400, "not_token_authenticated", "This request was not made with a token; "
+                                                           "there is no token to revoke.")
+        tokens.revoke(token=request.auth, request=request)
+        user_logged_out.send(sender=type(request.user), request=request._request, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Studies -----------------------------------------------------------------------------------------------
+
+
+def _idempotency_key(request) -> str:
+    key = request.headers.get(IDEMPOTENCY_KEY, "").strip()
+    if len(key) > 128 or not key.isprintable() or not key.isascii():
+        raise ApiError(400, "invalid", f"The {IDEMPOTENCY_KEY} header must be at most 128 printable ASCII "
+                                       "characters.", fields={IDEMPOTENCY_KEY: ["Use at most 128 printable ASCII "
+                                                                                "characters, e.g. a UUID."]})
+    return key
+
+
+def _upload_error(error: services.NothingUsable) -> ApiError:
+    """413 when every file was too large, 415 when every file was of an unsupported type, else 400."""
+    rejected = [{"filename": r.filename, "code": r.code, "reason": r.reason} for r in error.rejections]
+    codes = {r.code for r in error.rejections}
+    reasons = [f"{r.filename}: {r.reason}" for r in error.rejections]
+    if codes == {"too_large"}:
+        return ApiError(413, "too_large", str(error), fields={"images": reasons}, rejected=rejected)
+    if codes == {"unsupported_type"}:
+        return ApiError(415, "unsupported_type", str(error), fields={"images": reasons}, rejected=rejected)
+    return ApiError(400, error.code, str(error), fields={"images": reasons}, rejected=rejected)
+
+
+STUDY_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The study's id.")
+IMAGE_ID = OpenApiParameter("image_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The image's id.")
+PNG = OpenApiResponse(OpenApiTypes.BINARY, description="The PNG file. With S3 storage, a 302 redirect to a "
+                                                       "pre-signed link that expires within a minute.")
+
+
+@extend_schema(tags=["studies"])
+@extend_schema_view(
+    list=extend_schema(summary="List studies", parameters=[s.StudyFilterSerializer],
+                       description="The studies of the caller's patients (all studies for administrators), "
+                                   "newest first unless `order=triage`.",
+                       responses={200: OpenApiResponse(s.StudySummarySerializer(many=True),
+                                                       description="A page of studies."), **errors(400, 404)}),
+)
+class StudyViewSet(viewsets.GenericViewSet):
+    """Studies of the caller's patients: submit slices, poll the status, read the result, see the images."""
+
+    lookup_value_regex = UUID
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    # What each action reads or answers with (the browsable API's forms and OPTIONS use them too).
+    serializer_classes = {"list": s.StudySummarySerializer, "retrieve": s.StudyDetailSerializer,
+                          "create": s.StudySubmitSerializer, "reading": s.ReadingInputSerializer}
+
+    def get_queryset(self):
+        return selectors.studies_for(self.request.user)
+
+    def get_serializer_class(self):
+        return self.serializer_classes.get(self.action, serializers.Serializer)
+
+    def list(self, request):
+        query = s.StudyFilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = self.paginate_queryset(query.filter(request.user))
+        audit.record(Action.STUDY_LISTED, request=request, via="api",
+                     details={"page": self.paginator.page.number, "shown": len(page)})
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Submit a study",
+        description="Multipart upload of one (`image`) or several (`images`) JPEG or PNG slices for a patient. "
+                    "Answers 202 at once; the assessment runs in the background: poll `url`. Files that cannot "
+                    f"be used are listed in `rejected`, the others are kept. With an `{IDEMPOTENCY_KEY}` header, "
+                    "sending the same request again returns the study the first one created (with an "
+                    "`Idempotent-Replayed: true` header) instead of a second study.",
+        parameters=[OpenApiParameter(IDEMPOTENCY_KEY, str, OpenApiParameter.HEADER, required=False,
+                                     description="A unique key per submission (a UUID, say), at most 128 "
+                                                 "characters, so that a retried request creates one study.")],
+        request={"multipart/form-data": s.StudySubmitSerializer},
+        responses={202: OpenApiResponse(s.StudyAcceptedSerializer, description="Stored and queued (or, with a "
+                                        "repeated Idempotency-Key, the study the first request created); the "
+                                        "Location header holds `url`."), **errors(400, 413, 415, 422)},
+    )
+    def create(self, request):
+        key = _idempotency_key(request)
+        form = self.get_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        patient = form.validated_data["patient"]
+        try:
+            submission = services.submit_study(user=request.user, patient=patient,
+                                               uploads=form.validated_data["files"], request=request, via="api",
+                                               idempotency_key=key)
+        except services.NothingUsable as error:
+            raise _upload_error(error) from error
+        except services.NotAllowed:
+            raise ValidationError({"patient": [s.UNKNOWN_PATIENT]}) from None
+        except services.ConsentRequired as error:
+            raise ApiError(400, error.code, str(error), fields={"patient": [str(error)]}) from error
+        except services.ServiceError as error:
+            raise ApiError(400, error.code, str(error), fields={"images": [str(error)]}) from error
+        if not submission.created and submission.study.patient_id != patient.pk:
+            raise ApiError(422, "idempotency_key_reused", f"This {IDEMPOTENCY_KEY} was already used for a study "
+                                                          "of another patient; use a new key for each submission.")
+        return self._accepted(submission, replayed=not submission.created)
+
+    def _accepted(self, submission: services.Submission, replayed: bool = False) -> Response:
+        body = s.StudyAcceptedSerializer(submission, context=self.get_serializer_context()).data
+        headers = {"Location": body["url"], **({"Idempotent-Replayed": "true"} if replayed else {})}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @extend_schema(summary="A study: status and, when completed, the result", parameters=[STUDY_ID],
+                   responses={200: OpenApiResponse(s.StudyDetailSerializer, description="The study."),
+                              **errors(404)})
+    def retrieve(self, request, pk=None):
+        study = self.get_object()
+        audit.record(Action.STUDY_VIEWED, request=request, obj=study, patient_code=study.patient.code, via="api")
+        return Response(self.get_serializer(selectors.study_with_results(study)).data)
+
+    @extend_schema(summary="Run a failed or cancelled study again", parameters=[STUDY_ID], request=None,
+                   responses={202: OpenApiResponse(s.StudyAcceptedSerializer, description="Queued again."),
+                              **errors(404, 409)})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        study = self.get_object()
+        try:
+            study = services.retry_study(user=request.user, study=study, request=request, via="api")
+        except services.ServiceError as error:
+            raise ApiError(409, error.code, str(error)) from error
+        return self._accepted(services.Submission(study))
+
+    @extend_schema(summary="Record the caller's own reading of a completed study", parameters=[STUDY_ID],
+                   request=s.ReadingInputSerializer,
+                   responses={200: OpenApiResponse(s.ReadingSerializer, description="The reading, created or updated."),
+                              **errors(400, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def reading(self, request, pk=None):
+        study = self.get_object()
+        form = self.get_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            reading = services.record_reading(user=request.user, study=study, request=request, via="api",
+                                              **form.validated_data)
+        except services.ServiceError as error:
+            raise ApiError(409, error.code, str(error)) from error
+        return Response(s.ReadingSerializer(reading).data)
+
+    def _image(self, request, pk, image_id):
+        return get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
+                                 pk=image_id, study_id=pk)
+
+    @extend_schema(summary="An image of the study (PNG)", parameters=[STUDY_ID, IMAGE_ID],
+                   responses={(200, "image/png"): PNG, **errors(404)})
+    @action(detail=True, methods=["get"], url_path=rf"images/(?P<image_id>{UUID})", url_name="image",
+            content_negotiation_class=JsonErrorsNegotiation)
+    def image(self, request, pk=None, image_id=None):
+        image = self._image(request, pk, image_id)
+        audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
+                     via="api")
+        return private_file_response(image.file.name)
+
+    @extend_schema(summary="The heatmap of an image's latest prediction (PNG)", parameters=[STUDY_ID, IMAGE_ID],
+                   responses={(200, "image/png"): PNG, **errors(404)})
+    @action(detail=True, methods=["get"], url_path=rf"images/(?P<image_id>{UUID})/heatmap", url_name="heatmap",
+            content_negotiation_class=JsonErrorsNegotiation)
+    def heatmap(self, request, pk=None, image_id=None):
+        image = self._image(request, pk, image_id)
+        prediction = selectors.latest_prediction(image)
+        if prediction is None:
+            raise ApiError(404, "not_found", "This image has no prediction yet.")
+        audit.record(Action.HEATMAP_VIEWED, request=request, obj=prediction, patient_code=image.study.patient.code,
+                     via="api")
+        return private_file_response(prediction.heatmap.name)
+
+
+# --- Patients ----------------------------------------------------------------------------------------------
+
+
+PATIENT_CODE = OpenApiParameter("code", str, OpenApiParameter.PATH, description="The patient's pseudonymous code.")
+
+
+@extend_schema(tags=["patients"])
+@extend_schema_view(
+    list=extend_schema(summary="List patients",
+                       description="The patients on the caller's care teams (all patients for administrators), "
+                                   "with their consent.",
+                       responses={200: OpenApiResponse(s.PatientSerializer(many=True),
+                                                       description="A page of patients."), **errors(404)}),
+    retrieve=extend_schema(summary="A patient", parameters=[PATIENT_CODE],
+                           responses={200: OpenApiResponse(s.PatientSerializer, description="The patient."),
+                                      **errors(404)}),
+)
+class PatientViewSet(viewsets.GenericViewSet):
+    """The caller's patients and their consent; administrators see all, create patients and record consent."""
+
+    lookup_field = "code"
+    lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    serializer_classes = {"create": s.PatientCreateSerializer, "consent": s.ConsentCreateSerializer}
+
+    def get_serializer_class(self):
+        return self.serializer_classes.get(self.action, s.PatientSerializer)
+
+    def get_permissions(self):
+        if self.action in ("list", "retrieve"):
+            return [permissions.IsAuthenticated()]
+        return [permissions.IsAuthenticated(), IsAdministrator()]
+
+    def get_queryset(self):
+        return selectors.patients_for(self.request.user).prefetch_related("care_team", "consents")
+
+    def _answer(self, patient, status_code=status.HTTP_200_OK, headers=None) -> Response:
+        return Response(s.PatientSerializer(patient, context=self.get_serializer_context()).data, status=status_code,
+                        headers=headers)
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        audit.record(Action.PATIENT_VIEWED, request=request, via="api",
+                     details={"page": self.paginator.page.number, "shown": len(page)})
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, code=None):
+        patient = self.get_object()
+        audit.record(Action.PATIENT_VIEWED, request=request, obj=patient, patient_code=patient.code, via="api")
+        return self._answer(patient)
+
+    @extend_schema(summary="Create a patient (administrators)", request=s.PatientCreateSerializer,
+                   responses={201: OpenApiResponse(s.PatientSerializer, description="Created; the Location header "
+                                                                                    "holds its `url`."),
+                              **errors(400, 403)})
+    def create(self, request):
+        form = self.get_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        patient = services.create_patient(actor=request.user, code=form.validated_data.get("code", ""),
+                                          care_team=form.validated_data.get("care_team", []), request=request,
+                                          via="api")
+        patient = self.get_queryset().get(pk=patient.pk)
+        url = s.absolute_url(request, "patient-detail", patient.code)
+        return self._answer(patient, status.HTTP_201_CREATED, headers={"Location": url})
+
+    @extend_schema(methods=["POST"], summary="Record a patient's consent (administrators)",
+                   parameters=[PATIENT_CODE], request=s.ConsentCreateSerializer,
+                   responses={201: OpenApiResponse(s.ConsentSerializer, description="Recorded."),
+                              **errors(400, 403, 404)})
+    @extend_schema(methods=["DELETE"], summary="Withdraw a patient's consent (administrators)",
+                   description="Withdraws the active consents of the scope (AI analysis unless `?scope=` says "
+                               "otherwise); the patient's studies that have not started are cancelled.",
+                   parameters=[PATIENT_CODE, OpenApiParameter("scope", str, enum=Consent.Scope.values,
+                                                              description="Default ai_analysis.")],
+                   request=None, responses={200: OpenApiResponse(s.ConsentWithdrawnSerializer,
+                                                                 description="What was withdrawn and cancelled."),
+                                            **errors(400, 403, 404)})
+    @action(detail=True, methods=["post", "delete"])
+    def consent(self, request, code=None):
+        patient = self.get_object()
+        if request.method == "POST":
+            form = self.get_serializer(data=request.data)
+            form.is_valid(raise_exception=True)
+            consent = services.grant_consent(patient=patient, actor=request.user, request=request, via="api",
+                                             **form.validated_data)
+            return Response(s.ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
+        form = self.get_serializer(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        withdrawn = cancelled = 0
+        for consent in Consent.objects.active(form.validated_data["scope"]).filter(patient=patient):
+            cancelled += services.withdraw_consent(consent=consent, actor=request.user, request=request, via="api")
+            withdrawn += 1
+        return Response(s.ConsentWithdrawnSerializer({"withdrawn": withdrawn, "studies_cancelled": cancelled}).data)
+
+
+# --- Models ------------------------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["models"])
+class ModelVersionViewSet(viewsets.ViewSet):
+    """The model versions in the registry (folders, not rows), with their model cards."""
+
+    @extend_schema(summary="List the model versions", description="Every registered version with its model card, "
+                   "and which one is active and served.",
+                   responses={200: OpenApiResponse(s.ModelVersionSerializer(many=True),
+                                                   description="Every registered version."), **errors()})
+    def list(self, request):
+        models = selectors.registered_models()
+        audit.record(Action.MODEL_LISTED, request=request, via="api", details={"versions": len(models)})
+        return Response(s.ModelVersionSerializer(models, many=True).data)
