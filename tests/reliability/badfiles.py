@@ -1,15 +1,21 @@
-"""Files that must never crash or hang BrainScan, built in memory; and valid seeds to mutate."""
+"""Files that must never crash or hang BrainScan, built in memory; and valid seeds to mutate (JPEG, PNG
+and DICOM, the formats the upload takes)."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from tests.factories import phantom_bytes
+from tests.privacy.samples import mr_small, to_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,6 +33,26 @@ def png_bomb(side: int = 20_000) -> bytes:
     return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
 
 
+def dicom_zip_bomb(megabytes: int = 300) -> bytes:
+    """A DICOM file in the deflate transfer syntax whose dataset inflates from about 300 kB to 300 MB."""
+    ds = mr_small()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = to_bytes(ds)
+    stream = io.BytesIO(data)
+    stream.seek(132)
+    pydicom.filereader._read_file_meta_info(stream)  # to find where the deflated dataset begins
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = b"".join(deflate.compress(bytes(1 << 20)) for _ in range(megabytes)) + deflate.flush()
+    return data[: stream.tell()] + body
+
+
+def dicom_pixel_bomb() -> bytes:
+    """A DICOM file that declares 60000 x 60000 pixels and carries almost none."""
+    ds = mr_small()
+    ds.Rows = ds.Columns = 60_000
+    return to_bytes(ds)
+
+
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
@@ -39,6 +65,9 @@ def sixteen_bit_png(seed: int = 0) -> bytes:
     return encode(Image.fromarray(pixels))
 
 
+UNSUPPORTED = "does not match any supported format"
+
+
 def bad_files() -> list[tuple[str, bytes, str]]:
     """(file name, content, a fragment of the reason the person who uploaded it must be given)."""
     png, jpeg = phantom_bytes(3, True), phantom_bytes(3, True, "JPEG")
@@ -46,12 +75,16 @@ def bad_files() -> list[tuple[str, bytes, str]]:
         ("empty.png", b"", "empty"),
         ("truncated.png", png[: len(png) // 2], "damaged or incomplete"),
         ("truncated.jpg", jpeg[: len(jpeg) // 2], "damaged or incomplete"),
-        ("wrong-magic.png", b"\x89PNX" + png[4:], "not a JPEG or PNG"),
-        ("page.png", b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>", "not a JPEG or PNG"),
+        ("wrong-magic.png", b"\x89PNX" + png[4:], UNSUPPORTED),
+        ("page.png", b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>", UNSUPPORTED),
         ("drawing.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="9999" height="9999"><rect/></svg>',
-         "not a JPEG or PNG"),
+         UNSUPPORTED),
         ("bomb.png", png_bomb(), "pixels"),
         ("dot.png", encode(Image.new("L", (1, 1), 128)), "at least 8x8"),
+        ("zip-bomb.dcm", dicom_zip_bomb(), "Deflate-compressed DICOM files are not accepted"),
+        ("pixel-bomb.dcm", dicom_pixel_bomb(), "the limit is"),
+        ("truncated.dcm", Path(get_testdata_file("MR_truncated.dcm", download=False)).read_bytes(),
+         "damaged or incomplete"),
     ]
 
 
@@ -59,4 +92,5 @@ def seeds() -> list[bytes]:
     """Small valid files of each kind the decoder takes, for mutation."""
     gray = Image.fromarray(np.linspace(0, 255, 32 * 32, dtype=np.uint8).reshape(32, 32))
     return [encode(gray), encode(gray, "JPEG"), encode(gray.convert("RGBA")), encode(gray.convert("P")),
-            encode(Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257)), encode(gray.convert("RGB"), "JPEG")]
+            encode(Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257)), encode(gray.convert("RGB"), "JPEG"),
+            to_bytes(mr_small())]
