@@ -193,7 +193,7 @@ class WebServer(Service):
             return False
 
 
-# --- Clients: the web form's JSON answer and the REST API ------------------------------------------
+# --- Clients: the REST API, and the web form's JSON answer ----------------------------------------
 
 
 class SubmissionRefused(Exception):
@@ -230,6 +230,35 @@ class WebFormClient:
 
     def status(self, study_id: str) -> str:
         return self.session.get(f"{self.base_url}/studies/{study_id}/status/", timeout=30).json()["status"]
+
+
+class ApiClient:
+    """Another hospital system: the REST API with a token (POST /api/v1/auth/token/)."""
+
+    via = "api"
+
+    def __init__(self, base_url: str, username: str, password: str):
+        self.base_url = base_url
+        self.session = requests.Session()
+        response = self.session.post(f"{base_url}/api/v1/auth/token/", timeout=30,
+                                     json={"username": username, "password": password})
+        if response.status_code != 201:
+            raise SubmissionRefused(f"token for {username} refused with {response.status_code}")
+        self.session.headers["Authorization"] = f"Token {response.json()['token']}"
+
+    def post_study(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> requests.Response:
+        return self.session.post(f"{self.base_url}/api/v1/studies/", timeout=60, data={"patient": patient.code},
+                                 files=[("images", (name, data, "application/octet-stream")) for name, data in files])
+
+    def submit(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> str:
+        """The new study's id; SubmissionRefused unless the study was accepted."""
+        response = self.post_study(patient, files)
+        if response.status_code != 202:
+            raise SubmissionRefused(f"{response.status_code}: {response.text[:300]}")
+        return response.json()["id"]
+
+    def status(self, study_id: str) -> str:
+        return self.session.get(f"{self.base_url}/api/v1/studies/{study_id}/", timeout=30).json()["status"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 
-from benchmarks.stack import CeleryBeat, RedisServer, SeededPatient, WebFormClient, WebServer
+from benchmarks.stack import ApiClient, CeleryBeat, RedisServer, SeededPatient, WebFormClient, WebServer
 from diagnosis.models import AuditEvent, Prediction, Study
 from tests.conftest import need
 from tests.factories import PASSWORD, PatientFactory, UserFactory
@@ -43,11 +43,12 @@ class Site:
         self.workers.append(worker)
         return worker.start(90)
 
-    def clinician(self) -> tuple[WebFormClient, SeededPatient]:
-        """A clinician logged in through the site's login page, and their consenting patient."""
+    def clinician(self, client_class=WebFormClient) -> tuple[WebFormClient | ApiClient, SeededPatient]:
+        """A clinician logged in (through the login page, or for a token with ApiClient), and their
+        consenting patient."""
         user = UserFactory()
         patient = PatientFactory(care_team=[user])
-        return WebFormClient(self.web.url, user.username, PASSWORD), SeededPatient(patient.pk, patient.code)
+        return client_class(self.web.url, user.username, PASSWORD), SeededPatient(patient.pk, patient.code)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in self.workers)
