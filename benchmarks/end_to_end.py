@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import report
-from benchmarks.stack import ApiClient, Stack
+from benchmarks.stack import ApiClient, Stack, default_database
 from benchmarks.studies import outcome, settle, submit_concurrently, submit_one
 
 CLIENTS = 8
@@ -49,7 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--single", type=int, default=30, help="studies sent one at a time at low load")
     parser.add_argument("--burst", type=int, default=80, help="studies in each burst")
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default=default_database(),
+                        help="default: postgres when it answers on 127.0.0.1:5432, else sqlite")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report
-from benchmarks.stack import ApiClient, Stack
+from benchmarks.stack import ApiClient, Stack, default_database
 from benchmarks.studies import outcome, settle, submit_concurrently
 
 
@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=500)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--processes", type=int, default=min(2, cores), help="Celery pool processes")
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default=default_database(),
+                        help="default: postgres when it answers on 127.0.0.1:5432, else sqlite")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for every study to settle")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()

@@ -300,6 +300,11 @@ def seed_clinicians(count: int) -> list[SeededClinician]:
 # --- A whole installation with its own database, for the benchmarks -------------------------------------
 
 
+def default_database() -> str:
+    """PostgreSQL (what production runs) when it answers on 127.0.0.1:5432, else SQLite."""
+    return "postgres" if port_open(5432) else "sqlite"
+
+
 class Stack:
     """A fresh database and media folder, a private Redis, gunicorn and Celery, set up from this process.
 
