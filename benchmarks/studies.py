@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.common import percentile
 from benchmarks.stack import SubmissionRefused, wait_for
@@ -111,3 +113,19 @@ def outcome(sent: list[Sent]) -> dict:
             "worker_studies_per_s": len(completed) / max(max(finished) - min(started), 1e-9),
         })
     return figures
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@contextmanager
+def machine_cpu(into: dict, key: str = "cpu_busy"):
+    """Record in `into[key]` the share of the machine's CPU time that was busy (any process) meanwhile."""
+    busy, total = _cpu_times()
+    yield
+    busy_after, total_after = _cpu_times()
+    into[key] = (busy_after - busy) / max(total_after - total, 1)
