@@ -19,8 +19,16 @@ def _broker_options() -> dict:
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
                 "store_processed": False}
-    # A broker on an unreachable host fails a submission in seconds instead of the system's minutes.
-    options = {"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT, "socket_connect_timeout": 5}
+    options = {
+        "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
+        # A web request that sends a task while the broker is down gives up after one quick retry
+        # instead of kombu's default of retrying for about 6 s (which held every submission, and the
+        # web threads, that long during an outage): the study waits in the database for the sweeper.
+        # Workers reconnect on their own terms (broker_connection_max_retries below).
+        "max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5,
+        # A broker on an unreachable host fails in seconds instead of the system's minutes.
+        "socket_connect_timeout": 5,
+    }
     if settings.BROKER_KEY_PREFIX:
         options["global_keyprefix"] = settings.BROKER_KEY_PREFIX
     return options
