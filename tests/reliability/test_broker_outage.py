@@ -1,8 +1,9 @@
 """Redis (broker and cache) stops while clinicians keep submitting: nothing is lost or done twice.
 
 The site's private redis-server is stopped for real, with a study in the middle of its run; studies
-submitted meanwhile through the web form and the REST API are stored and answered at once, then sent by the sweeper once Redis is back
-(Redis restarts empty, like a broker without persistence, so even sent messages are gone).
+submitted meanwhile through the web form and the REST API are stored and answered at once, then sent
+by the sweeper once Redis is back (Redis restarts empty, like a broker without persistence, so even
+sent messages are gone).
 """
 
 import time
