@@ -63,6 +63,7 @@ train-release: $(RUN_STAMP)
 benchmarks: $(DEV_STAMP)
 	$(PY) -m benchmarks.inference
 	$(PY) -m benchmarks.end_to_end
+	$(PY) -m benchmarks.load
 
 clean:
 	rm -rf var/test var/cache staticfiles

@@ -117,11 +117,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-brainscan.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (login throttling and API throttling share it across processes) -------------------
+# --- Cache (the API's request limits, shared across processes) -------------------------------
 REDIS_URL = env.url("REDIS_URL", None, ("redis", "rediss"), "Redis for the cache and, unless "
                     "CELERY_BROKER_URL says otherwise, the Celery broker")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    # Outage-tolerant: a Redis outage must not take the site down with it (brainscan.cache).
+    "default": {"BACKEND": "brainscan.cache.OutageTolerantRedisCache", "LOCATION": REDIS_URL,
+                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
 }
@@ -223,7 +225,12 @@ STUDY_MAX_ATTEMPTS = env.integer("BRAINSCAN_STUDY_MAX_ATTEMPTS", 3, "Attempts be
 STALE_AFTER_SECONDS = env.integer("BRAINSCAN_STALE_SECONDS", 120, "A queued or running study untouched this long "
                                   "is re-queued by the sweeper", minimum=5)
 SWEEP_EVERY_SECONDS = env.integer("BRAINSCAN_SWEEP_SECONDS", 60, "How often the sweeper runs", minimum=1)
-BROKER_VISIBILITY_TIMEOUT = max(TASK_TIME_LIMIT * 4, STALE_AFTER_SECONDS * 2)
+TASK_RETRY_MAX_DELAY = 60  # longest back-off between two tries of a task after a transient error
+# Redis hands an unacknowledged message out again after this long. A message legitimately stays
+# unacknowledged while it waits for its retry delay and then runs up to the hard time limit; twice
+# that keeps a slow run from being delivered twice (a dead worker's studies come back sooner through
+# their lease and the sweeper).
+BROKER_VISIBILITY_TIMEOUT = 2 * (TASK_RETRY_MAX_DELAY + TASK_TIME_LIMIT)
 
 # --- Authentication and sessions ----------------------------------------------------------------
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]

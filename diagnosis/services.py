@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -163,7 +164,8 @@ def check_can_submit(user, patient: Patient) -> None:
 def enqueue(study: Study) -> None:
     """Send the study's task after the surrounding transaction commits.
 
-    If the broker is down the study simply stays queued: the sweeper sends it again later.
+    If the broker is down the study simply stays queued, marked as never sent, and the sweeper's next
+    round sends it.
     """
     from diagnosis.tasks import assess_study
 
@@ -173,9 +175,17 @@ def enqueue(study: Study) -> None:
         try:
             assess_study.apply_async(args=[study_id], retry=False)
         except Exception as error:  # any broker failure; the study is safe in the database
-            log.warning("Could not enqueue study %s (%s); the sweeper will retry", study_id, type(error).__name__)
+            log.warning("Could not enqueue study %s (%s); the sweeper will send it", study_id, type(error).__name__)
+            _mark_unsent(study_id)
 
     transaction.on_commit(send)
+
+
+def _mark_unsent(study_id: str) -> None:
+    try:
+        Study.objects.filter(pk=study_id, status=Status.QUEUED).update(enqueued_at=None)
+    except DatabaseError:  # then the sweeper finds it once it looks stale
+        log.warning("Could not mark study %s as unsent", study_id)
 
 
 def _delete_files(names: list[str]) -> None:
@@ -189,43 +199,66 @@ def _delete_files(names: list[str]) -> None:
 # --- Assessing (runs in the worker) ------------------------------------------------------------------
 
 
-def _claimable(now) -> Q:
-    return Q(status=Status.QUEUED) | Q(status=Status.PROCESSING, lease_expires_at__lt=now)
+def _claimable(now, delivery: str = "") -> Q:
+    """Queued, or held by a run that is over: its lease expired, or it was an earlier run of this same
+    delivery. The broker hands a message out again when the process that ran it died (or, rarely, when
+    its connection dropped: then the earlier run's result is discarded by the token check on storing)."""
+    claimable = Q(status=Status.QUEUED) | Q(status=Status.PROCESSING, lease_expires_at__lt=now)
+    if delivery:
+        claimable |= Q(status=Status.PROCESSING, claim__startswith=_claim_prefix(delivery))
+    return claimable
 
 
-def claim(study_ids: list, token: str) -> list[Study]:
-    """Atomically take the given studies that nobody holds; return the ones taken."""
+def _claim_prefix(delivery: str) -> str:
+    return f"{delivery[:40]}/"
+
+
+def new_claim_token(delivery: str = "") -> str:
+    """A token unique to one run; it starts with the delivery's id so a redelivery recognises its own claim."""
+    return f"{_claim_prefix(delivery)}{uuid.uuid4().hex[:16]}" if delivery else uuid.uuid4().hex
+
+
+def claim(study_ids: list, token: str, delivery: str = "") -> list[Study]:
+    """Atomically take the given studies that nobody holds; return the ones taken.
+
+    Each claim counts an attempt. A study out of attempts (its runs kept crashing or timing out) is
+    failed with the reason instead.
+    """
     now = timezone.now()
+    claimable = _claimable(now, delivery)
+    exhausted = list(Study.objects.filter(pk__in=study_ids).filter(claimable).filter(
+        attempts__gte=settings.STUDY_MAX_ATTEMPTS).select_related("patient"))
+    for study in exhausted:
+        _fail(study, "attempts_exhausted",
+              f"The analysis did not finish after {settings.STUDY_MAX_ATTEMPTS} attempts. The study can be run "
+              "again; if it keeps failing, contact your administrator.", delivery=delivery)
     lease = now + timedelta(seconds=settings.TASK_TIME_LIMIT + 5)
-    Study.objects.filter(pk__in=study_ids).filter(_claimable(now)).filter(
+    Study.objects.filter(pk__in=study_ids).filter(claimable).filter(
         attempts__lt=settings.STUDY_MAX_ATTEMPTS
     ).update(status=Status.PROCESSING, claim=token, lease_expires_at=lease, attempts=F("attempts") + 1,
              started_at=now, error="", error_code="", updated_at=now)
-    exhausted = list(Study.objects.filter(pk__in=study_ids).filter(_claimable(now)).filter(
-        attempts__gte=settings.STUDY_MAX_ATTEMPTS).select_related("patient"))
-    for study in exhausted:
-        _fail(study, "", "attempts_exhausted",
-              f"The analysis did not finish after {settings.STUDY_MAX_ATTEMPTS} attempts. The study can be run "
-              "again; if it keeps failing, contact your administrator.")
     return list(Study.objects.filter(pk__in=study_ids, claim=token).select_related("patient"))
 
 
-def assess_study(study_id: str) -> str:
+def assess_study(study_id: str, delivery: str = "") -> str:
     """Claim the study (and other waiting studies, to predict them in one batch) and assess them.
 
+    `delivery` identifies the message (the Celery task id): a redelivery of a message whose run died
+    takes that run's studies over at once instead of waiting for their lease to expire.
     Returns what happened, for the worker's log. Safe to call any number of times per study.
     """
-    token = uuid.uuid4().hex
-    primary = claim([study_id], token)
+    token = new_claim_token(delivery)
+    primary = claim([study_id], token, delivery)
     if not primary:
         return "skipped: completed, failed or held by another delivery"
-    others = list(Study.objects.filter(status=Status.QUEUED).exclude(pk=study_id).order_by("created_at")
-                  .values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
-    claimed = primary + (claim(others, token) if others else [])
+    others = list(Study.objects.filter(_claimable(timezone.now(), delivery)).exclude(pk=study_id)
+                  .order_by("created_at").values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
+    claimed = primary + (claim(others, token, delivery) if others else [])
     for study in claimed:
         audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
                      details={"attempt": study.attempts})
     try:
+        _hold_claim_for_tests()
         predictor = get_predictor()
         readable, failed = _read_images(_pending_images(claimed, predictor.version), token)
         assessments = predictor.assess([gray for _, gray in readable]) if readable else []
@@ -234,10 +267,20 @@ def assess_study(study_id: str) -> str:
             results[image.study_id].append((image, assessment))
         outcomes = [_store_results(study, token, results[study.pk]) for study in claimed if study.pk not in failed]
     except TRANSIENT_ERRORS as error:
+        # A time limit may be the study's own doing, so it keeps its attempt; an outage does not.
+        refund = not isinstance(error, SoftTimeLimitExceeded)
         for study in claimed:
-            release(study, token)
+            release(study, token, refund_attempt=refund)
         raise TransientError(f"{type(error).__name__}: {error}") from error
     return f"completed {sum(outcomes)} of {len(claimed)} studies"
+
+
+def _hold_claim_for_tests() -> None:
+    """The reliability tests set TEST_HOLD_CLAIM_SECONDS (brainscan.settings_test only) to catch a run
+    in the middle, holding its claim, and kill it. Production settings have no such setting."""
+    seconds = getattr(settings, "TEST_HOLD_CLAIM_SECONDS", 0)
+    if seconds:
+        time.sleep(seconds)
 
 
 def _pending_images(studies: list[Study], version: str) -> dict:
@@ -265,16 +308,17 @@ def _read_images(work: dict, token: str) -> tuple[list[tuple[StudyImage, object]
         except UnreadableImage as error:
             failed.add(study_id)
             study = Study.objects.select_related("patient").get(pk=study_id)
-            _fail(study, token, "unreadable_image",
+            _fail(study, "unreadable_image",
                   f"Image {image.position + 1} could not be read from storage ({error}). Upload the scan again "
-                  "in a new study.")
+                  "in a new study.", token=token)
     return readable, failed
 
 
 def _store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Assessment]]) -> bool:
     """Save heatmaps, then predictions and the completed state in one transaction.
 
-    Heatmap files have deterministic names, so a retry overwrites rather than leaves orphans.
+    Heatmap files have deterministic names and the storage overwrites (allow_overwrite locally,
+    file_overwrite on S3), so a retry leaves no orphans.
     Returns False if the claim was lost meanwhile (another delivery took over after the lease).
     """
     heatmap_names = {
@@ -322,18 +366,24 @@ def _study_result(study: Study, version: str | None) -> dict:
     return {"probability": top.probability, "label": label, "model_version": top.model_version}
 
 
-def release(study: Study, token: str) -> None:
-    """Give a claimed study back to the queue after a transient error (best effort)."""
+def release(study: Study, token: str, refund_attempt: bool = True) -> None:
+    """Give a claimed study back to the queue after a transient error (best effort).
+
+    An outage is not the study's fault, so by default its attempt is given back: the task's retries
+    bound outages, the attempt budget bounds runs that crash or time out.
+    """
+    refund = {"attempts": F("attempts") - 1} if refund_attempt else {}
     try:
         Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token).update(
-            status=Status.QUEUED, claim="", lease_expires_at=None, updated_at=timezone.now())
+            status=Status.QUEUED, claim="", lease_expires_at=None, updated_at=timezone.now(), **refund)
     except DatabaseError:
         log.warning("Could not release study %s; the sweeper will once its lease expires", study.pk)
 
 
-def _fail(study: Study, token: str, code: str, message: str) -> bool:
+def _fail(study: Study, code: str, message: str, *, token: str = "", delivery: str = "") -> bool:
+    """Fail the study if this run holds it (`token`), or else if nobody does."""
     now = timezone.now()
-    held = Q(status=Status.PROCESSING, claim=token) if token else _claimable(now)
+    held = Q(status=Status.PROCESSING, claim=token) if token else _claimable(now, delivery)
     moved = Study.objects.filter(held, pk=study.pk).update(
         status=Status.FAILED, error_code=code, error=message, finished_at=now, claim="", lease_expires_at=None,
         updated_at=now)
@@ -343,27 +393,32 @@ def _fail(study: Study, token: str, code: str, message: str) -> bool:
     return bool(moved)
 
 
-def fail_after_retries(study_id: str, error: str) -> None:
+def fail_after_retries(study_id: str, error: str, delivery: str = "") -> None:
     """The task gave up retrying a transient error: fail the study with a reason a clinician can act on."""
     study = Study.objects.select_related("patient").filter(pk=study_id).first()
     if study is not None:
-        _fail(study, "", "service_unavailable",
+        _fail(study, "service_unavailable",
               "The analysis service was unavailable for too long. The study can be run again; if this keeps "
-              "happening, contact your administrator.")
+              "happening, contact your administrator.", delivery=delivery)
         log.warning("Study %s failed after retries: %s", study_id, error)
 
 
 def requeue_stale() -> int:
-    """Send again the studies whose message was lost or whose worker died; fail those out of attempts."""
+    """Send again the studies whose worker died or whose message was lost; fail those out of attempts.
+
+    A study whose lease expired is sent at once. A queued study is sent again when its message was
+    never sent (the broker was down) or was sent more than BRAINSCAN_STALE_SECONDS ago (the message
+    may have been lost with a broker that restarted without persistence); a duplicate is harmless.
+    """
     now = timezone.now()
     Study.objects.filter(status=Status.PROCESSING, lease_expires_at__lt=now).update(
-        status=Status.QUEUED, claim="", lease_expires_at=None, updated_at=now)
+        status=Status.QUEUED, claim="", lease_expires_at=None, enqueued_at=None, updated_at=now)
     cutoff = now - timedelta(seconds=settings.STALE_AFTER_SECONDS)
     stale = Study.objects.filter(status=Status.QUEUED).filter(Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True))
     count = 0
-    for study in stale.select_related("patient")[:500]:
+    for study in stale.select_related("patient").order_by("created_at")[:500]:
         if study.attempts >= settings.STUDY_MAX_ATTEMPTS:
-            claim([study.pk], uuid.uuid4().hex)  # fails it with the reason
+            claim([study.pk], new_claim_token())  # fails it with the reason
             continue
         if Study.objects.filter(pk=study.pk, status=Status.QUEUED, enqueued_at=study.enqueued_at).update(
                 enqueued_at=now, updated_at=now):

@@ -8,22 +8,29 @@ import time
 
 from celery import current_app, shared_task
 from celery.signals import worker_process_init, worker_ready
+from django.conf import settings
 
 from diagnosis import services
 
 log = logging.getLogger(__name__)
-MAX_RETRIES = 6
+# With delays of 1, 2, 4 ... capped at TASK_RETRY_MAX_DELAY, a study rides out about three minutes
+# of database or storage outage before it fails with a reason (and can be run again).
+MAX_RETRIES = 8
+
+
+def retry_delay(retries: int) -> int:
+    return min(2 ** retries, settings.TASK_RETRY_MAX_DELAY)
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def assess_study(self, study_id: str) -> str:
     try:
-        return services.assess_study(study_id)
+        return services.assess_study(study_id, delivery=self.request.id or "")
     except services.TransientError as error:
         if self.request.retries >= MAX_RETRIES:
-            services.fail_after_retries(study_id, str(error))
+            services.fail_after_retries(study_id, str(error), delivery=self.request.id or "")
             return "failed after retries"
-        raise self.retry(exc=error, countdown=min(2 ** self.request.retries, 60))
+        raise self.retry(exc=error, countdown=retry_delay(self.request.retries))
 
 
 @shared_task

@@ -1,0 +1,65 @@
+"""GET /healthz from the real web server: 200 when every part is up, 503 naming the part that is down."""
+
+from datetime import timedelta
+
+import pytest
+import requests
+from django.urls import reverse
+from django.utils import timezone
+
+from diagnosis.inference import serving_version
+from diagnosis.models import WorkerHeartbeat
+from tests.workers import wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def health(site) -> tuple[int, dict]:
+    response = requests.get(f"{site.web.url}/healthz", timeout=30)
+    return response.status_code, response.json()
+
+
+def failing(report: dict) -> set[str]:
+    return {name for name, check in report["checks"].items() if not check["ok"]}
+
+
+def test_everything_up_answers_200_with_the_model_and_heartbeat(broken_site):
+    broken_site.worker("healthy")
+    wait_for(WorkerHeartbeat.objects.exists, 30, message="the worker's first heartbeat")
+    status, report = health(broken_site)
+    assert status == 200 and report["status"] == "ok", report
+    checks = report["checks"]
+    assert checks["broker"]["transport"] == "redis" and checks["storage"]["ok"] and checks["database"]["ok"]
+    assert checks["model"]["version"] == serving_version().name == checks["worker"]["model_version"]
+    assert 0 <= checks["worker"]["last_heartbeat_age_s"] < 30 and checks["worker"]["workers"] == 1
+
+
+def test_a_stopped_broker_answers_503_naming_the_broker(broken_site):
+    broken_site.worker("healthy")
+    wait_for(WorkerHeartbeat.objects.exists, 30, message="the worker's first heartbeat")
+    broken_site.redis.stop()
+    status, report = health(broken_site)
+    assert status == 503 and report["status"] == "unavailable"
+    assert failing(report) == {"broker"}, report
+    broken_site.redis.start()
+    assert health(broken_site)[0] == 200
+
+
+def test_no_worker_heartbeat_answers_503_naming_the_worker(broken_site):
+    status, report = health(broken_site)  # no worker has ever reported
+    assert status == 503 and failing(report) == {"worker"}, report
+    assert "no worker" in report["checks"]["worker"]["error"]
+
+    WorkerHeartbeat.objects.create(hostname="gone@host", last_seen=timezone.now() - timedelta(minutes=10))
+    status, report = health(broken_site)
+    assert status == 503 and failing(report) == {"worker"}
+    assert report["checks"]["worker"]["last_heartbeat_age_s"] >= 600 and report["checks"]["worker"]["workers"] == 0
+
+
+def test_a_missing_model_answers_503_naming_the_model(client, settings, tmp_path):
+    settings.MODEL_DIR = tmp_path / "no-models-here"
+    settings.MODEL_VERSION = None
+    response = client.get(reverse("healthz"))
+    report = response.json()
+    assert response.status_code == 503 and not report["checks"]["model"]["ok"]
+    assert "no model" in report["checks"]["model"]["error"].lower()
