@@ -11,7 +11,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/brainscan
 PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite test-postgres migrate seed worker web train-release benchmarks clean
+.PHONY: run test test-sqlite test-postgres migrate seed train-release benchmarks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

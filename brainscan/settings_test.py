@@ -13,6 +13,5 @@ from brainscan.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# Testing only: a worker sleeps this long after claiming a study, so that the reliability tests can
-# kill it in the middle of a run (diagnosis.services._hold_claim_for_tests). Unset: no pause.
-TEST_HOLD_CLAIM_SECONDS = float(os.environ.get("BRAINSCAN_TEST_HOLD_CLAIM_SECONDS", "0"))
+# Worker processes started by the reliability tests can be made to pause while they hold a claim.
+import tests.reliability.hold_claim  # noqa: E402,F401

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -258,7 +257,6 @@ def assess_study(study_id: str, delivery: str = "") -> str:
         audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
                      details={"attempt": study.attempts})
     try:
-        _hold_claim_for_tests()
         predictor = get_predictor()
         readable, failed = _read_images(_pending_images(claimed, predictor.version), token)
         assessments = predictor.assess([gray for _, gray in readable]) if readable else []
@@ -273,14 +271,6 @@ def assess_study(study_id: str, delivery: str = "") -> str:
             release(study, token, refund_attempt=refund)
         raise TransientError(f"{type(error).__name__}: {error}") from error
     return f"completed {sum(outcomes)} of {len(claimed)} studies"
-
-
-def _hold_claim_for_tests() -> None:
-    """The reliability tests set TEST_HOLD_CLAIM_SECONDS (brainscan.settings_test only) to catch a run
-    in the middle, holding its claim, and kill it. Production settings have no such setting."""
-    seconds = getattr(settings, "TEST_HOLD_CLAIM_SECONDS", 0)
-    if seconds:
-        time.sleep(seconds)
 
 
 def _pending_images(studies: list[Study], version: str) -> dict:

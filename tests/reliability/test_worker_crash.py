@@ -1,6 +1,6 @@
 """kill -9 in the middle of an assessment: the study still completes, once.
 
-The worker holds its claim for BRAINSCAN_TEST_HOLD_CLAIM_SECONDS (test settings only) after claiming,
+The worker holds its claim for BRAINSCAN_TEST_HOLD_CLAIM_SECONDS (see tests/reliability/hold_claim.py),
 so the test can catch it mid-run: the study is `processing` with a live lease when the kill lands.
 """
 
