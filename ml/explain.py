@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ml.preprocess import Box, resize
+from ml.preprocess import BRIGHT_PERCENTILE, HEAD_THRESHOLD, Box, resize
 
 # Anchor colours of the overlay (transparent-ish yellow through orange to red).
 _ANCHORS = np.array([[255, 255, 178], [254, 204, 92], [253, 141, 60], [240, 59, 32], [189, 0, 38]], np.float32)
@@ -27,6 +27,16 @@ MAX_ALPHA = 0.85
 def evidence(cam_logits: np.ndarray) -> np.ndarray:
     """Cell logits (h, w) -> local tumor evidence in [0, 1]."""
     return np.clip(np.tanh(cam_logits / 2.0), 0.0, 1.0).astype(np.float32)
+
+
+def over_head(cells: np.ndarray, box: Box, gray: np.ndarray) -> np.ndarray:
+    """The evidence map in the source image's coordinates, kept to the head.
+
+    The network's cells also cover the air around the head (the crop is square); evidence drawn
+    there would only distract, so pixels darker than the head threshold are cleared.
+    """
+    head = gray > HEAD_THRESHOLD * np.percentile(gray, BRIGHT_PERCENTILE)
+    return to_source(cells, box, gray.shape) * head
 
 
 def to_source(cells: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:

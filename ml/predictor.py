@@ -69,7 +69,7 @@ class Predictor:
         after_preprocess = time.perf_counter()
         probabilities, cams = self.network(batch)
         after_network = time.perf_counter()
-        heatmaps = [explain.to_source(explain.evidence(cam), box, gray.shape)
+        heatmaps = [explain.over_head(explain.evidence(cam), box, gray)
                     for cam, (_, box), gray in zip(cams, prepared, slices)]
         after_heatmap = time.perf_counter()
         share = 1000.0 / len(slices)

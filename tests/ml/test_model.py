@@ -128,3 +128,11 @@ def test_serving_treats_a_slice_and_its_mirror_image_alike(tiny_model):
     # Only the head crop's rounding to whole pixels differs between the two.
     assert direct.probability == pytest.approx(mirrored.probability, abs=2e-3)
     assert np.abs(direct.heatmap - mirrored.heatmap[:, ::-1]).mean() < 0.01
+
+
+def test_heatmap_stays_on_the_head(tiny_model):
+    root, version = tiny_model
+    gray = np.zeros((300, 300), np.float32)
+    gray[40:264, 60:284] = make_phantom(1300, True)
+    heat = Predictor(version).assess([gray], with_features=False)[0].heatmap
+    assert heat[gray == 0].max() == 0.0
