@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -16,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from diagnosis.inference import ModelUnavailable, serving_version
 from diagnosis.models import WorkerHeartbeat
+from ml.registry import ModelVersion, RegistryError
 
 HEARTBEAT_STALE_SECONDS = 90
 
@@ -44,9 +47,22 @@ def check_storage() -> dict:
     return {"ok": readable, "backend": settings.STORAGE_BACKEND}
 
 
+@functools.lru_cache(maxsize=8)
+def _intact(path: str, size: int, modified_ns: int) -> str:
+    """'' when the version's files match their recorded sha256, else why not; cached per file state."""
+    try:
+        ModelVersion(Path(path).name, Path(path)).verify()
+    except (RegistryError, OSError) as error:
+        return str(error)
+    return ""
+
+
 def check_model() -> dict:
+    """The served version exists and its files are the ones registered (workers refuse any other)."""
     version = serving_version()
-    return {"ok": version.onnx_path.is_file(), "version": version.name}
+    state = version.onnx_path.stat()
+    problem = _intact(str(version.path), state.st_size, state.st_mtime_ns)
+    return {"ok": not problem, "version": version.name, **({"error": problem} if problem else {})}
 
 
 def check_worker() -> dict:

@@ -31,13 +31,17 @@ def serving_version() -> ModelVersion:
 
 
 def get_predictor() -> Predictor:
-    """The process's predictor; loaded on first use and again only if the model settings change."""
+    """The process's predictor: loaded on first use, and again only when the served version changes.
+
+    The served version is read at every call (one small file), so activating a new version reaches
+    running workers at their next task instead of waiting for a restart.
+    """
     global _predictor, _loaded_from
-    wanted = (str(settings.MODEL_DIR), settings.MODEL_VERSION, settings.INFERENCE_THREADS)
+    version = serving_version()
+    wanted = (str(version.path), settings.INFERENCE_THREADS)
     if _predictor is None or _loaded_from != wanted:
         with _lock:
             if _predictor is None or _loaded_from != wanted:
-                version = serving_version()
                 try:
                     version.verify()
                 except RegistryError as error:

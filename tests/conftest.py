@@ -8,6 +8,7 @@ BRAINSCAN_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+from ml.registry import ModelRegistry
 from tests.factories import PASSWORD, PatientFactory, UserFactory
 
 REQUIRE_SERVICES = os.environ.get("BRAINSCAN_REQUIRE_SERVICES") == "1"
@@ -159,3 +161,34 @@ def dataset_dir() -> Path:
 
 
 __all__ = ["PASSWORD", "need", "port_open", "logged_in"]
+
+
+@pytest.fixture(scope="session")
+def committed_version() -> str:
+    """The version committed in models/ that the application serves by default."""
+    name = ModelRegistry(Path(settings.BASE_DIR) / "models").active_name()
+    assert name, "no model is committed in models/"
+    return name
+
+
+@pytest.fixture
+def registry_copy(settings, tmp_path, committed_version):
+    """A private registry of copies of the committed model, whose cards a test may change."""
+    root = tmp_path / "models"
+    source = Path(settings.BASE_DIR) / "models" / committed_version
+
+    def add(name: str, changes: dict | None = None, remove: tuple[str, ...] = ()) -> str:
+        shutil.copytree(source, root / name)
+        card = json.loads((root / name / "card.json").read_text())
+        card.update(changes or {})
+        for key in remove:
+            card.pop(key)
+        card["version"] = name
+        (root / name / "card.json").write_text(json.dumps(card))
+        return name
+
+    settings.MODEL_DIR = root
+    settings.MODEL_VERSION = None
+    add.registry = lambda: ModelRegistry(root)
+    return add
+

@@ -1,9 +1,7 @@
-"""Fixtures of the analytics tests: private storage, phantom folders, a copy of the model registry."""
+"""Fixtures of the analytics tests: private storage, phantom folders."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,6 @@ from django.conf import settings as django_settings
 from analytics import selectors as analytics_selectors
 from diagnosis import selectors as diagnosis_selectors
 from ml.phantoms import write_phantom_folder
-from ml.registry import ModelRegistry
 
 
 @pytest.fixture(autouse=True)
@@ -46,35 +43,3 @@ def phantom_folder(tmp_path_factory) -> Path:
         path.rename(target / path.name)
     (root / "tumor").rmdir()
     return root
-
-
-@pytest.fixture(scope="session")
-def committed_version() -> str:
-    """The version committed in models/ that the application serves by default (the phantom demo model
-    until the release model is committed)."""
-    name = ModelRegistry(Path(django_settings.BASE_DIR) / "models").active_name()
-    assert name, "no model is committed in models/"
-    return name
-
-
-@pytest.fixture
-def registry_copy(settings, tmp_path, committed_version):
-    """A private registry of copies of the committed model, whose cards a test may change."""
-    root = tmp_path / "models"
-    source = Path(django_settings.BASE_DIR) / "models" / committed_version
-
-    def add(name: str, changes: dict | None = None, remove: tuple[str, ...] = ()) -> str:
-        shutil.copytree(source, root / name)
-        card = json.loads((root / name / "card.json").read_text())
-        card.update(changes or {})
-        for key in remove:
-            card.pop(key)
-        card["version"] = name
-        (root / name / "card.json").write_text(json.dumps(card))
-        return name
-
-    settings.MODEL_DIR = root
-    settings.MODEL_VERSION = None
-    add.registry = lambda: ModelRegistry(root)
-    return add
-

@@ -156,3 +156,14 @@ def test_withdrawing_consent_cancels_studies_that_have_not_started(study, patien
     study.refresh_from_db()
     assert study.status == Study.Status.CANCELLED and "withdrew consent" in study.error
     assert services.assess_study(str(study.pk)).startswith("skipped")
+
+
+def test_activating_another_version_reaches_a_running_worker_at_its_next_study(registry_copy, study):
+    from diagnosis.inference import get_predictor
+
+    first, second = registry_copy("cnn-20990101-000000"), registry_copy("cnn-20990102-000000")
+    registry_copy.registry().activate(first)
+    assert get_predictor().version == first
+    registry_copy.registry().activate(second)
+    services.assess_study(str(study.pk))
+    assert set(Prediction.objects.filter(image__study=study).values_list("model_version", flat=True)) == {second}

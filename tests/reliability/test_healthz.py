@@ -63,3 +63,14 @@ def test_a_missing_model_answers_503_naming_the_model(client, settings, tmp_path
     report = response.json()
     assert response.status_code == 503 and not report["checks"]["model"]["ok"]
     assert "no model" in report["checks"]["model"]["error"].lower()
+
+
+def test_a_model_file_that_does_not_match_its_checksum_answers_503(client, registry_copy):
+    registry_copy("cnn-20990101-000000")
+    version = registry_copy.registry().get("cnn-20990101-000000")
+    assert client.get(reverse("healthz")).json()["checks"]["model"]["ok"]
+
+    with version.onnx_path.open("ab") as handle:
+        handle.write(b"tampered")
+    report = client.get(reverse("healthz")).json()
+    assert not report["checks"]["model"]["ok"] and "sha256" in report["checks"]["model"]["error"]
