@@ -17,12 +17,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): requirements.txt | $(PY)
-	$(PY) -m pip install --quiet -r requirements.txt
+$(RUN_STAMP): requirements.txt constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+$(DEV_STAMP): requirements.txt requirements-dev.txt constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	touch $@ $(RUN_STAMP)
 
 migrate: $(RUN_STAMP)
@@ -56,7 +56,7 @@ test-postgres: $(DEV_STAMP)
 		echo "PostgreSQL is not reachable on 127.0.0.1:5432: skipping the PostgreSQL pass"; \
 	fi
 
-## Train the release model on the shared dataset (about an hour on 2 cores), with the augmentation ablation.
+## Train the release model on the shared dataset (about 1.5 h on 2 cores), with the augmentation ablation.
 train-release: $(RUN_STAMP)
 	$(PY) manage.py train_model --data $${BRAINSCAN_DATASET:-../shared/datasets/brain-mri} --ablation
 

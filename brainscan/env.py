@@ -69,8 +69,12 @@ def integer(name: str, default: int, help: str = "", minimum: int | None = None,
         number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+    if minimum is not None and maximum is not None and not minimum <= number <= maximum:
         raise ImproperlyConfigured(f"{name}={number} is outside [{minimum}, {maximum}].")
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below its minimum, {minimum}.")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is above its maximum, {maximum}.")
     return number
 
 

@@ -1,8 +1,9 @@
 """The client's address behind one trusted reverse proxy.
 
 Behind nginx every request comes from nginx's address, so the audit trail and the login lockout
-(keyed on username and address) would see one client. nginx appends the address it saw to
-X-Forwarded-For; only that last entry is trusted: the ones before it came from the client.
+(keyed on username and address) would see one client. Our nginx sets X-Forwarded-For to the
+address it saw (overwriting whatever the client sent); should another proxy append instead, only
+the last entry is trusted, because the ones before it came from the client.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ def test_production_refuses_to_start_without_its_secrets(tmp_path, variables, me
 @pytest.mark.parametrize("variables, message", [
     ({"BRAINSCAN_MAX_UPLOAD_MB": "abc"}, "BRAINSCAN_MAX_UPLOAD_MB='abc' is not an integer."),
     ({"BRAINSCAN_MAX_UPLOAD_MB": "0"}, "BRAINSCAN_MAX_UPLOAD_MB=0 is outside [1, 1024]."),
+    ({"BRAINSCAN_TASK_SOFT_SECONDS": "0"}, "BRAINSCAN_TASK_SOFT_SECONDS=0 is below its minimum, 1."),
     ({"BRAINSCAN_BEHIND_PROXY": "maybe"}, "BRAINSCAN_BEHIND_PROXY='maybe' is not a boolean"),
     ({"BRAINSCAN_STORAGE": "ftp"}, "BRAINSCAN_STORAGE='ftp' must be one of local, s3."),
     ({"BRAINSCAN_STORAGE": "s3"}, "AWS_STORAGE_BUCKET_NAME is required with BRAINSCAN_STORAGE=s3."),
