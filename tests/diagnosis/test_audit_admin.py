@@ -108,3 +108,23 @@ def test_seed_demo_generates_and_prints_a_password_when_unset(settings, capsys):
     call_command("seed_demo")
     assert "kept their passwords" in capsys.readouterr().out
     assert Study.objects.count() == 0
+
+
+def test_seed_demo_offers_held_out_real_slices_that_the_served_model_reads_correctly(settings, tmp_path, dataset_dir):
+    from diagnosis.inference import get_predictor
+    from ml.imaging import read_image
+
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo")
+    tumor, no_tumor = sorted((tmp_path / "demo-images" / "tumor").iterdir()), sorted(
+        (tmp_path / "demo-images" / "notumor").iterdir())
+    assert len(tumor) == len(no_tumor) == 3
+    labels = [a.label for a in get_predictor().assess([read_image(p) for p in tumor + no_tumor], with_features=False)]
+    assert labels == ["tumor"] * 3 + ["no_tumor"] * 3
+
+
+def test_seed_demo_falls_back_to_phantoms_and_says_so_without_the_dataset(settings, tmp_path, capsys):
+    settings.VAR_DIR, settings.DATASET_DIR = tmp_path, str(tmp_path / "no-dataset")
+    call_command("seed_demo")
+    assert len(list((tmp_path / "demo-images").rglob("phantom-*.png"))) == 6
+    assert "synthetic phantoms" in capsys.readouterr().out
