@@ -4,10 +4,13 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from diagnosis import audit, services
-from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage, WorkerHeartbeat
+from diagnosis.api import tokens
+from diagnosis.models import (ApiToken, AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage,
+                              WorkerHeartbeat)
 
 Action = AuditEvent.Action
 User = get_user_model()
@@ -115,10 +118,13 @@ class ConsentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return
-        obj.recorded_by = request.user
-        super().save_model(request, obj, form, change)
-        audit.record(Action.CONSENT_GRANTED, request=request, obj=obj, patient_code=obj.patient.code, via="admin",
-                     details={"scope": obj.scope})
+        already = obj.patient.has_active_consent(obj.scope)
+        standing = services.grant_consent(patient=obj.patient, scope=obj.scope, actor=request.user, request=request,
+                                          granted_at=obj.granted_at)
+        if already:
+            self.message_user(request, "This patient's consent was already recorded; it stands unchanged.",
+                              messages.WARNING)
+        obj.pk, obj.granted_at, obj.recorded_by = standing.pk, standing.granted_at, standing.recorded_by
 
     @admin.action(description="Withdraw the selected consents")
     def withdraw(self, request, queryset):
@@ -184,6 +190,34 @@ class AuditEventAdmin(ReadOnlyAdmin):
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ["hostname", "last_seen", "model_version"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Seen and deleted, never added or changed (only the token's hash is stored): deleting a token revokes it."""
+
+    list_display = ["user", "created_at", "expires_at", "revoked_at", "live"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["user"]
+    search_fields = ["user__username"]
+    date_hierarchy = "created_at"
+    fields = ["user", "created_at", "expires_at", "revoked_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Live", boolean=True)
+    def live(self, token):
+        return token.revoked_at is None and token.expires_at > timezone.now()
+
+    def delete_model(self, request, obj):
+        tokens.delete(tokens=[obj], request=request)
+
+    def delete_queryset(self, request, queryset):
+        tokens.delete(tokens=queryset.select_related("user"), request=request)
 
 
 class AuditedUserAdmin(UserAdmin):

@@ -276,7 +276,6 @@ class AuditEvent(models.Model):
         PATIENT_ERASED = "patient.erased", "Patient erased"
         CONSENT_GRANTED = "consent.granted", "Consent granted"
         CONSENT_WITHDRAWN = "consent.withdrawn", "Consent withdrawn"
-        CONSENT_CHANGED = "consent.changed", "Consent changed"
         USER_CHANGED = "user.changed", "Account changed"
         MODEL_LISTED = "model.listed", "Models listed"
         API_TOKEN_ISSUED = "api.token_issued", "API token issued"

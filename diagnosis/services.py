@@ -1,7 +1,7 @@
 """Every write of the diagnosis app: submitting, assessing, retrying, reading, consent, erasure.
 
 A study moves queued -> processing -> completed | failed (or cancelled when consent is
-withdrawn before it starts). Each move is a conditional UPDATE on the current state, so two
+withdrawn before it completes). Each move is a conditional UPDATE on the current state, so two
 deliveries of one task, or a worker and the sweeper, can never both act on a study.
 """
 
@@ -18,14 +18,14 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from diagnosis import audit
 from diagnosis.inference import ModelUnavailable, get_predictor
 from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Reading, Study, StudyImage, heatmap_name
-from diagnosis.selectors import patients_for
-from diagnosis.uploads import Rejection, decode_uploads
+from diagnosis.selectors import patients_for, submission_rejections
+from diagnosis.uploads import Rejection, decode_uploads, display_name
 from ml.explain import heatmap_png
 from ml.imaging import UnreadableImage, encode_png, read_image
 from ml.predictor import TUMOR, Assessment
@@ -98,12 +98,13 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
     """Store the usable files as a new queued study and enqueue it once the transaction commits.
 
     Files that cannot be used are reported in `rejections` and audited; the others go through.
-    With an idempotency key, a repeated submission returns the study the first one created.
+    With an idempotency key, a repeated submission returns the study the first one created, and the files it
+    rejected.
     """
     if idempotency_key:
         existing = Study.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
         if existing is not None:
-            return Submission(existing, created=False)
+            return _replay(existing, uploads)
     check_can_submit(user, patient)
     if not uploads:
         raise ServiceError("Choose at least one image to upload.")
@@ -138,18 +139,39 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
                         stored.append(image.dicom.name)
                     image.dicom.name = dicom_names[piece.dicom]
                 image.save()
+            replayable = {"rejected": _recorded(uploads, rejections)} if idempotency_key else {}
             audit.record(Action.STUDY_CREATED, actor=user, request=request, obj=study, patient_code=patient.code,
-                         via=via, details={"images": len(slices), "rejected_files": len(rejections)})
+                         via=via, details={"images": len(slices), "rejected_files": len(rejections), **replayable})
             enqueue(study)
     except IntegrityError:
         _delete_files(stored)
         if idempotency_key:  # the same key won a race in another request
-            return Submission(Study.objects.get(submitted_by=user, idempotency_key=idempotency_key), created=False)
+            return _replay(Study.objects.get(submitted_by=user, idempotency_key=idempotency_key), uploads)
         raise
     except BaseException:
         _delete_files(stored)
         raise
     return Submission(study, rejections)
+
+
+def _recorded(uploads: list, rejections: list[Rejection]) -> list[dict]:
+    """The rejections, for a replay, with each file named by its position: file names may name the patient and
+    are never stored."""
+    names = [display_name(upload) for upload in uploads]
+    recorded, position = [], -1
+    for rejection in rejections:  # in upload order: each is the next upload of its name
+        position = names.index(rejection.filename, position + 1)
+        recorded.append({"file": position, "code": rejection.code, "reason": rejection.reason})
+    return recorded
+
+
+def _replay(study: Study, uploads: list) -> Submission:
+    """The study a submission with the same key created, with its rejections named after this request's files
+    (a replay sends the same files again)."""
+    names = [display_name(upload) for upload in uploads]
+    rejections = [Rejection(names[r["file"]] if r["file"] < len(names) else f"file {r['file'] + 1}", r["reason"],
+                            r["code"]) for r in submission_rejections(study)]
+    return Submission(study, rejections, created=False)
 
 
 def check_can_submit(user, patient: Patient) -> None:
@@ -220,23 +242,50 @@ def new_claim_token(delivery: str = "") -> str:
 def claim(study_ids: list, token: str, delivery: str = "") -> list[Study]:
     """Atomically take the given studies that nobody holds; return the ones taken.
 
+    A study whose patient no longer consents to AI analysis is cancelled instead: it may have been
+    running when consent was withdrawn, and come back after its worker died or hit an outage.
     Each claim counts an attempt. A study out of attempts (its runs kept crashing or timing out) is
     failed with the reason instead.
     """
     now = timezone.now()
-    claimable = _claimable(now, delivery)
-    exhausted = list(Study.objects.filter(pk__in=study_ids).filter(claimable).filter(
-        attempts__gte=settings.STUDY_MAX_ATTEMPTS).select_related("patient"))
+    waiting = Study.objects.filter(pk__in=study_ids).filter(_claimable(now, delivery))
+    _cancel_for_withdrawn_consent(waiting.exclude(_consented()))
+    exhausted = list(waiting.filter(attempts__gte=settings.STUDY_MAX_ATTEMPTS).select_related("patient"))
     for study in exhausted:
         _fail(study, "attempts_exhausted",
               f"The analysis did not finish after {settings.STUDY_MAX_ATTEMPTS} attempts. The study can be run "
               "again; if it keeps failing, contact your administrator.", delivery=delivery)
     lease = now + timedelta(seconds=settings.TASK_TIME_LIMIT + 5)
-    Study.objects.filter(pk__in=study_ids).filter(claimable).filter(
-        attempts__lt=settings.STUDY_MAX_ATTEMPTS
-    ).update(status=Status.PROCESSING, claim=token, lease_expires_at=lease, attempts=F("attempts") + 1,
-             started_at=now, error="", error_code="", updated_at=now)
+    # Consent is checked again in the UPDATE itself, so one withdrawn since the cancelling above still counts.
+    waiting.filter(_consented(), attempts__lt=settings.STUDY_MAX_ATTEMPTS).update(
+        status=Status.PROCESSING, claim=token, lease_expires_at=lease, attempts=F("attempts") + 1, started_at=now,
+        error="", error_code="", updated_at=now)
     return list(Study.objects.filter(pk__in=study_ids, claim=token).select_related("patient"))
+
+
+def _consented() -> Exists:
+    """For filtering studies: their patient has an active consent to AI analysis."""
+    return Exists(Consent.objects.active(Consent.Scope.AI_ANALYSIS).filter(patient=OuterRef("patient")))
+
+
+def _cancel_for_withdrawn_consent(studies, *, actor=None, request=None, via: str = "worker") -> int:
+    """Cancel the studies of `studies` (a queryset that names the states they may be in), each audited.
+
+    All rows are locked and moved before the first event is written, so the audit chain's head is the
+    last lock taken, as everywhere, and a withdrawal and a worker cancelling the same studies cannot
+    deadlock. Returns how many were cancelled.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = list(studies.select_for_update(of=("self",)).select_related("patient"))
+        Study.objects.filter(pk__in=[study.pk for study in cancelled]).update(
+            status=Status.CANCELLED, error_code="consent_withdrawn", finished_at=now, claim="",
+            lease_expires_at=None, updated_at=now,
+            error="The patient withdrew consent for AI analysis before the analysis finished; no result was kept.")
+        for study in cancelled:
+            audit.record(Action.STUDY_CANCELLED, actor=actor, request=request, obj=study,
+                         patient_code=study.patient.code, via=via, details={"reason": "consent_withdrawn"})
+    return len(cancelled)
 
 
 def assess_study(study_id: str, delivery: str = "") -> str:
@@ -249,7 +298,7 @@ def assess_study(study_id: str, delivery: str = "") -> str:
     token = new_claim_token(delivery)
     primary = claim([study_id], token, delivery)
     if not primary:
-        return "skipped: completed, failed or held by another delivery"
+        return "skipped: completed, failed, cancelled or held by another delivery"
     others = list(Study.objects.filter(_claimable(timezone.now(), delivery)).exclude(pk=study_id)
                   .order_by("created_at").values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
     claimed = primary + (claim(others, token, delivery) if others else [])
@@ -309,7 +358,8 @@ def _store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Asses
 
     Heatmap files have deterministic names and the storage overwrites (allow_overwrite locally,
     file_overwrite on S3), so a retry leaves no orphans.
-    Returns False if the claim was lost meanwhile (another delivery took over after the lease).
+    Returns False if the claim was lost meanwhile (another delivery took over after the lease), or if
+    the patient's consent was withdrawn while the model ran: then the study is cancelled instead.
     """
     heatmap_names = {
         image.pk: default_storage.save(heatmap_name(image, assessment.model_version),
@@ -318,6 +368,13 @@ def _store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Asses
     }
     try:
         with transaction.atomic():
+            # Locked: a withdrawal that committed first is seen here, and a later one waits for this result.
+            if not Consent.objects.active(Consent.Scope.AI_ANALYSIS).filter(
+                    patient_id=study.patient_id).select_for_update().exists():
+                if _cancel_for_withdrawn_consent(Study.objects.filter(pk=study.pk, status=Status.PROCESSING,
+                                                                      claim=token)):
+                    transaction.on_commit(lambda: _delete_files(list(heatmap_names.values())))
+                return False
             for image, a in pairs:
                 Prediction.objects.get_or_create(image=image, model_version=a.model_version, defaults=dict(
                     model_sha256=a.model_sha256, probability=a.probability, label=a.label, threshold=a.threshold,
@@ -422,16 +479,31 @@ def requeue_stale() -> int:
 # --- Clinician actions -----------------------------------------------------------------------------
 
 
+# Failures a new run would repeat: the stored scan itself is unusable, so only a new study can help. The
+# others (an outage, runs that kept crashing, a consent withdrawn and since recorded again) can clear up.
+PERMANENT_FAILURES = frozenset({"unreadable_image"})
+
+
+def can_retry(study: Study) -> bool:
+    """Whether running the study again could help; the study page offers it only then."""
+    return study.status in (Status.FAILED, Status.CANCELLED) and study.error_code not in PERMANENT_FAILURES
+
+
 def retry_study(*, user, study: Study, request=None, via: str = "web") -> Study:
     """Run a failed or cancelled study again, as a new attempt with a fresh attempt budget."""
     if study.status not in (Status.FAILED, Status.CANCELLED):
         raise InvalidState("Only a failed or cancelled study can be run again.")
+    if study.error_code in PERMANENT_FAILURES:
+        raise InvalidState("This study cannot be run again: its stored scan is unusable, so a new run would fail "
+                           "the same way. Upload the scan again in a new study.")
     check_can_submit(user, study.patient)
     now = timezone.now()
     with transaction.atomic():
-        moved = Study.objects.filter(pk=study.pk, status__in=(Status.FAILED, Status.CANCELLED)).update(
-            status=Status.QUEUED, attempts=0, error="", error_code="", finished_at=None, enqueued_at=now,
-            updated_at=now)
+        # Another retry may have run meanwhile and failed for good: then the study stays failed.
+        moved = (Study.objects.filter(pk=study.pk, status__in=(Status.FAILED, Status.CANCELLED))
+                 .exclude(error_code__in=PERMANENT_FAILURES)
+                 .update(status=Status.QUEUED, attempts=0, error="", error_code="", finished_at=None,
+                         enqueued_at=now, updated_at=now))
         if not moved:
             raise InvalidState("The study was already started again.")
         audit.record(Action.STUDY_RETRIED, actor=user, request=request, obj=study, patient_code=study.patient.code,
@@ -470,16 +542,28 @@ def create_patient(*, actor, code: str = "", care_team=(), request=None, via: st
 
 
 def grant_consent(*, patient: Patient, actor, scope: str = Consent.Scope.AI_ANALYSIS, request=None,
-                  via: str = "admin") -> Consent:
+                  via: str = "admin", granted_at=None) -> Consent:
+    """Record the patient's consent (given now, or at `granted_at` when it was signed earlier); if one of
+    the scope is already active, that one is returned unchanged."""
     with transaction.atomic():
-        consent = Consent.objects.create(patient=patient, scope=scope, recorded_by=actor)
+        # Grants for one patient wait for each other, so two at once cannot both find none and record two.
+        Patient.objects.select_for_update(no_key=True).get(pk=patient.pk)
+        standing = Consent.objects.active(scope).filter(patient=patient).first()
+        if standing is not None:
+            return standing
+        consent = Consent.objects.create(patient=patient, scope=scope, recorded_by=actor,
+                                         granted_at=granted_at or timezone.now())
         audit.record(Action.CONSENT_GRANTED, actor=actor, request=request, obj=consent, patient_code=patient.code,
                      via=via, details={"scope": scope})
     return consent
 
 
 def withdraw_consent(*, consent: Consent, actor, request=None, via: str = "admin") -> int:
-    """Withdraw a consent; studies of the patient that have not started are cancelled. Returns how many."""
+    """Withdraw a consent; studies of the patient that have not started are cancelled. Returns how many.
+
+    A study already running is left to its worker, which keeps no result without consent (see `claim`
+    and `_store_results`).
+    """
     now = timezone.now()
     with transaction.atomic():
         if not Consent.objects.filter(pk=consent.pk, withdrawn_at__isnull=True).update(withdrawn_at=now):
@@ -487,9 +571,9 @@ def withdraw_consent(*, consent: Consent, actor, request=None, via: str = "admin
         consent.refresh_from_db()
         cancelled = 0
         if not consent.patient.has_active_consent(consent.scope):
-            cancelled = Study.objects.filter(patient=consent.patient, status=Status.QUEUED).update(
-                status=Status.CANCELLED, error_code="consent_withdrawn", finished_at=now, updated_at=now,
-                error="The patient withdrew consent for AI analysis before the analysis started.")
+            cancelled = _cancel_for_withdrawn_consent(Study.objects.filter(patient=consent.patient,
+                                                                           status=Status.QUEUED),
+                                                      actor=actor, request=request, via=via)
         audit.record(Action.CONSENT_WITHDRAWN, actor=actor, request=request, obj=consent,
                      patient_code=consent.patient.code, via=via, details={"scope": consent.scope,
                                                                          "studies_cancelled": cancelled})
@@ -497,9 +581,11 @@ def withdraw_consent(*, consent: Consent, actor, request=None, via: str = "admin
 
 
 def erase_patient(*, patient: Patient, actor, request=None, via: str = "admin") -> dict:
-    """Delete a patient's studies, images, heatmaps, predictions and consents, rows and files.
+    """Delete a patient's studies, images, heatmaps, predictions, readings and consents, rows and files.
 
-    The audit trail keeps the pseudonymous code and what happened, nothing else.
+    The audit trail is append-only and hash-chained, so erasure leaves it as it is. Its events name the
+    patient by pseudonymous code only, but keep their details, among them the model's results (label,
+    probability, model version) and clinicians' findings.
     """
     images = StudyImage.objects.filter(study__patient=patient)
     names = {name for pair in images.values_list("file", "dicom") for name in pair if name}

@@ -237,7 +237,7 @@ def test_an_image_of_a_is_not_reachable_through_b_own_study(idor, client_b):
 
 def test_export_and_worklist_leave_out_what_b_may_not_see(idor, client_b):
     study_a, _, study_b = idor
-    csv = client_b.get(reverse("study-export"), {"id": [str(study_a.pk), str(study_b.pk)]}).content.decode()
+    csv = client_b.get(reverse("study-export"), {"id": [str(study_a.pk), str(study_b.pk)]}).getvalue().decode()
     assert str(study_b.pk) in csv and str(study_a.pk) not in csv and study_a.patient.code not in csv
     worklist = client_b.get(reverse("worklist"), {"scope": "all"}).content.decode()
     assert study_a.patient.code not in worklist

@@ -1,13 +1,17 @@
-"""Consent for AI analysis: required to submit or re-run a study; withdrawing it cancels what has not started.
+"""Consent for AI analysis: required to submit or re-run a study; withdrawing it cancels what has not started,
+and a study running at that moment is cancelled by its worker with no result kept.
 Both through the clinician's form and the administrators' actions, and audited."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from diagnosis import services
+from diagnosis.inference import get_predictor
 from diagnosis.models import AuditEvent, Consent, Prediction, Study
 from tests.factories import PatientFactory, StudyFactory
 from tests.privacy.conftest import png_upload, stored_files
@@ -96,3 +100,79 @@ def test_withdrawal_by_a_clinician_is_not_possible_through_the_admin(client_a, p
                              {"action": "withdraw_ai_consent", "_selected_action": [patient_a.pk]})
     assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
     assert patient_a.has_active_consent(Consent.Scope.AI_ANALYSIS)
+
+
+def test_each_study_cancelled_by_a_withdrawal_is_audited_with_the_reason(admin_user, clinician_a, patient_a):
+    queued = [StudyFactory(patient=patient_a, submitted_by=clinician_a) for _ in range(2)]
+    services.withdraw_consent(consent=patient_a.consents.get(), actor=admin_user, via="api")
+    events = AuditEvent.objects.filter(action="study.cancelled")
+    assert sorted(events.values_list("object_id", flat=True)) == sorted(str(study.pk) for study in queued)
+    for event in events:
+        assert (event.actor, event.via, event.patient_code) == (admin_user, "api", patient_a.code)
+        assert event.details == {"reason": "consent_withdrawn"}
+
+
+def claimed_when_consent_is_withdrawn(study, admin_user) -> str:
+    """Claim the study as a worker would, then withdraw the patient's consent while it runs."""
+    token = services.new_claim_token()
+    assert services.claim([study.pk], token)
+    assert services.withdraw_consent(consent=study.patient.consents.get(), actor=admin_user) == 0
+    assert Study.objects.get(pk=study.pk).status == Study.Status.PROCESSING
+    return token
+
+
+def assert_cancelled_without_prediction(study) -> None:
+    study.refresh_from_db()
+    assert study.status == Study.Status.CANCELLED and study.error_code == "consent_withdrawn"
+    assert "withdrew consent" in study.error and study.claim == ""
+    assert not Prediction.objects.exists()
+    assert not AuditEvent.objects.filter(action="prediction.stored").exists()
+    event = AuditEvent.objects.get(action="study.cancelled")
+    assert (event.object_id, event.actor, event.via) == (str(study.pk), None, "worker")
+    assert event.details == {"reason": "consent_withdrawn"}
+
+
+@pytest.mark.parametrize("run_ended_by", ["transient_error", "dead_worker"])
+def test_a_study_running_at_withdrawal_is_cancelled_when_a_worker_next_claims_it(media_root, admin_user, clinician_a,
+                                                                                patient_a, run_ended_by):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a)
+    token = claimed_when_consent_is_withdrawn(study, admin_user)
+    if run_ended_by == "transient_error":
+        services.release(study, token)  # back in the queue, as after a database or storage outage
+    else:  # its lease runs out, and the sweeper or a redelivery comes for it
+        Study.objects.filter(pk=study.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.assess_study(str(study.pk)).startswith("skipped")
+    assert_cancelled_without_prediction(study)
+    assert services.assess_study(str(study.pk)).startswith("skipped")  # and stays so for any later delivery
+    assert AuditEvent.objects.filter(action="study.cancelled").count() == 1
+
+
+def test_a_withdrawal_while_the_model_runs_stores_no_prediction_and_no_heatmap(
+        media_root, admin_user, clinician_a, patient_a, monkeypatch, django_capture_on_commit_callbacks):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=2)
+    predictor = get_predictor()
+
+    class WithdrawnMeanwhile:
+        version = predictor.version
+
+        def assess(self, images):
+            assessments = predictor.assess(images)
+            services.withdraw_consent(consent=patient_a.consents.get(), actor=admin_user)
+            return assessments
+
+    monkeypatch.setattr(services, "get_predictor", WithdrawnMeanwhile)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.assess_study(str(study.pk)) == "completed 0 of 1 studies"
+    assert_cancelled_without_prediction(study)
+    assert all(name.startswith("studies/") for name in stored_files(media_root))  # the heatmaps were removed
+
+
+def test_a_recorded_consent_cannot_be_rewritten_in_the_admin(admin_client_, patient_a):
+    """Why there is no 'consent changed' event: a consent is granted or withdrawn, never edited."""
+    consent = patient_a.consents.get()
+    url = reverse("admin:diagnosis_consent_change", args=[consent.pk])
+    response = admin_client_.post(url, {"patient": patient_a.pk, "scope": "ai_analysis",
+                                        "granted_at_0": "2001-01-01", "granted_at_1": "00:00:00"})
+    assert response.status_code == 302
+    assert Consent.objects.get(pk=consent.pk).granted_at == consent.granted_at
+    assert not AuditEvent.objects.filter(action__startswith="consent.").exists()

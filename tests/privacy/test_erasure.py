@@ -1,4 +1,5 @@
-"""Erasing a patient (admin action): rows and files gone, the audit trail keeps only the pseudonymous code."""
+"""Erasing a patient (admin action): rows and files gone; the append-only audit trail stays as it was, naming
+the patient by pseudonymous code only, with the events' details (results, findings) kept."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def test_erase_action_deletes_rows_and_every_file(patient_with_data, clinician_b
     erased = AuditEvent.objects.get(action="patient.erased")
     assert (erased.actor, erased.via, erased.patient_code) == (admin_user, "admin", code)
     assert erased.details == {"studies": 2, "images": 3, "files": 7}
+    stored = AuditEvent.objects.filter(action="prediction.stored", patient_code=code).first()
+    assert {"label", "probability", "model_version"} <= set(stored.details)
+    assert AuditEvent.objects.get(action="reading.recorded", patient_code=code).details["finding"] == "tumor"
     trail = json.dumps(list(AuditEvent.objects.filter(patient_code=code).values()), default=str)
     assert AuditEvent.objects.filter(patient_code=code).count() > 5  # created, assessed, read, viewed, erased
     for word in IDENTIFYING_WORDS:

@@ -78,7 +78,7 @@ def test_no_identifying_value_is_stored_returned_or_logged(worker, shared_media,
                        ("status", reverse("study-status", args=[study.pk])),
                        ("worklist", reverse("worklist")), ("export", reverse("study-export")),
                        ("new", reverse("study-new"))]:
-        returned[name] = client.get(path).content
+        returned[name] = client.get(path).getvalue()  # the export streams
     for image in images:
         for route in ("study-image", "study-heatmap"):
             returned[f"{route} {image.position}"] = b"".join(

@@ -21,7 +21,7 @@ FUZZ = settings(max_examples=300, deadline=timedelta(seconds=5),  # generous: th
 
 @st.composite
 def mutated(draw) -> bytes:
-    """A valid PNG or JPEG with bytes overwritten, inserted or cut off."""
+    """A valid PNG, JPEG or DICOM file (see seeds()) with bytes overwritten, inserted or cut off."""
     data = bytearray(draw(st.sampled_from(seeds())))
     for _ in range(draw(st.integers(1, 8))):
         position = draw(st.integers(0, len(data) - 1))
