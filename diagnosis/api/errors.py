@@ -15,6 +15,34 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 NOT_FOUND = "There is nothing here, or you do not have access to it."
 
+# Every `code` an API error can carry: the schema lists these (ErrorDetailSerializer), and
+# tests/api/test_api_schema.py checks that the code answers no other.
+CODES = {
+    "invalid": "Some fields, files or headers are not valid; see `fields`.",
+    "parse_error": "The request body could not be parsed (JSON or form data).",
+    "not_authenticated": "No credentials were sent.",
+    "authentication_failed": "The token is not valid, has expired or was revoked.",
+    "invalid_credentials": "Wrong username or password.",
+    "not_token_authenticated": "The request was not made with a token, so there is no token to revoke.",
+    "locked_out": "Too many failed logins: logging in is paused for a while (see `Retry-After`).",
+    "permission_denied": "Not allowed (administrators only), or a missing CSRF token with session login.",
+    "forbidden": "Not allowed (refused before the API's own checks).",
+    "not_found": "No such object, or one the caller may not see.",
+    "method_not_allowed": "The endpoint does not take this HTTP method.",
+    "not_acceptable": "The endpoint cannot answer in the media type the `Accept` header asks for.",
+    "unsupported_media_type": "The request's content type is not accepted.",
+    "not_allowed": "The caller is not on the patient's care team.",
+    "consent_required": "The patient has no active consent for AI analysis.",
+    "invalid_state": "The study's state does not allow this.",
+    "idempotency_key_reused": "The Idempotency-Key was already used for a submission for another patient.",
+    "no_usable_file": "None of the uploaded files could be used; see `rejected`.",
+    "too_large": "Every uploaded file was over the size limit; see `rejected`.",
+    "unsupported_type": "Every uploaded file was of an unsupported type; see `rejected`.",
+    "payload_too_large": "The request body is larger than the server accepts.",
+    "throttled": "Too many requests; see `Retry-After`.",
+    "server_error": "Something went wrong on the server's side.",
+}
+
 
 class ApiError(exceptions.APIException):
     """An error answered with this status, code and message, and optionally field messages or rejected files."""

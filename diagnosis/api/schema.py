@@ -9,14 +9,18 @@ from diagnosis.api.serializers import ErrorSerializer
 
 ERROR_MEANINGS = {
     400: "Invalid request: `fields` names each wrong field and why.",
-    401: "No credentials, or a token that is not valid, has expired or was revoked.",
+    401: "No credentials (code `not_authenticated`), a token that is not valid, has expired or was revoked "
+         "(`authentication_failed`), or a wrong username or password (`invalid_credentials`).",
     403: "Authenticated, but not allowed (administrators only), or a missing CSRF token with session login.",
     404: "No such object, or one the caller may not see.",
-    409: "The object's state does not allow this (code `invalid_state` or `consent_required`).",
-    413: "Every uploaded file was over the size limit (code `too_large`), or the request body was too large.",
+    409: "The object's state does not allow this (code `invalid_state`), or, on a submission or a retry, the "
+         "patient has no active consent for AI analysis (code `consent_required`).",
+    413: "Every uploaded file was over the size limit (code `too_large`), or the request body was too large "
+         "(`payload_too_large`).",
     415: "Every uploaded file was of an unsupported type (code `unsupported_type`), or the request's "
          "content type is not accepted.",
-    422: "The Idempotency-Key was already used for a submission for another patient.",
+    422: "The Idempotency-Key was already used for a submission for another patient (code "
+         "`idempotency_key_reused`).",
     429: "Too many requests (code `throttled`, see `Retry-After`), or too many failed logins (code `locked_out`).",
 }
 

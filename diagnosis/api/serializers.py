@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from diagnosis import selectors
+from diagnosis.api import errors
 from diagnosis.models import Consent, Patient, Prediction, Reading, Study, StudyImage
 from ml.predictor import NO_TUMOR, TUMOR
 
@@ -49,10 +50,7 @@ class RejectedFileSerializer(serializers.Serializer):
 
 
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable and machine-readable, e.g. invalid, not_authenticated, "
-                                           "authentication_failed, permission_denied, not_found, consent_required, "
-                                           "invalid_state, too_large, unsupported_type, no_usable_file, throttled, "
-                                           "locked_out.")
+    code = serializers.ChoiceField(choices=list(errors.CODES.items()), help_text="Stable and machine-readable.")
     message = serializers.CharField(help_text="What went wrong, for a person.")
     fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
                                    help_text="Field name -> messages, when particular fields were wrong.")
@@ -145,9 +143,9 @@ class VisiblePatientField(KeyRelatedField):
 class StudySubmitSerializer(serializers.Serializer):
     patient = VisiblePatientField(help_text="The patient's pseudonymous code.")
     image = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
-                                  help_text="One JPEG or PNG slice.")
+                                  help_text="One JPEG, PNG or DICOM file (each frame of a DICOM file is a slice).")
     images = serializers.ListField(child=serializers.FileField(allow_empty_file=True, use_url=False), required=False,
-                                   help_text="Several slices: repeat the field once per file.")
+                                   help_text="Several JPEG, PNG or DICOM files: repeat the field once per file.")
 
     def validate(self, data):
         files = ([data["image"]] if data.get("image") else []) + list(data.get("images", []))
@@ -171,8 +169,9 @@ class StudyFilterSerializer(serializers.Serializer):
     def filter(self, user):
         """The caller's visible studies, filtered and ordered as asked."""
         query = self.validated_data
-        studies = selectors.worklist(user, mine_only=query["mine"], status=query.get("status", ""),
-                                     order=query["order"])
+        studies = selectors.worklist(user, mine_only=False, status=query.get("status", ""), order=query["order"])
+        if query["mine"]:  # for administrators too, unlike the web worklist's default view
+            studies = studies.filter(submitted_by=user)
         if query.get("patient"):
             studies = studies.filter(patient__code=query["patient"])
         if query.get("created_after"):

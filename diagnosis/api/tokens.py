@@ -1,13 +1,15 @@
 """API tokens: issue, find and revoke (the API's own writes; the clinical ones are in diagnosis.services).
 
 A token is 256 random bits shown once to the client; the database keeps only its SHA-256, an
-expiry (BRAINSCAN_API_TOKEN_HOURS) and, once the client logs out, the time it was revoked.
+expiry (BRAINSCAN_API_TOKEN_HOURS) and, once the client logs out or the user's password changes, the
+time it was revoked. An administrator revokes a token by deleting it in the admin.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -48,3 +50,25 @@ def revoke(*, token: ApiToken, request) -> None:
         if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
             audit.record(AuditEvent.Action.API_TOKEN_REVOKED, actor=token.user, request=request, obj=token,
                          via="api")
+
+
+def revoke_all(*, user, reason: str) -> int:
+    """Revoke every live token of `user` (when their password changes, say); returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        live = list(ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True,
+                                                                 expires_at__gt=now))
+        ApiToken.objects.filter(pk__in=[token.pk for token in live]).update(revoked_at=now)
+        for token in live:
+            audit.record(AuditEvent.Action.API_TOKEN_REVOKED, obj=token,
+                         details={"user": user.get_username(), "reason": reason})
+    return len(live)
+
+
+def delete(*, tokens: Iterable[ApiToken], request) -> None:
+    """Delete tokens: how an administrator revokes them, effective at once."""
+    with transaction.atomic():
+        for token in tokens:
+            audit.record(AuditEvent.Action.API_TOKEN_REVOKED, request=request, obj=token, via="admin",
+                         details={"user": token.user.get_username(), "reason": "deleted"})
+            token.delete()

@@ -73,7 +73,7 @@ class TokenView(APIView):
             if getattr(request._request, "axes_locked_out", False):
                 return locked_out(request._request)  # what django-axes' middleware would answer anyway
             raise AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
-        user_logged_in.send(sender=type(user), request=request._request, user=user)
+        _send_without_session(user_logged_in, request, user)
         secret, token = tokens.issue(user=user, request=request)
         return Response(s.TokenSerializer({"token": secret, "expires_at": token.expires_at}).data,
                         status=status.HTTP_201_CREATED)
@@ -85,8 +85,19 @@ class TokenView(APIView):
             raise ApiError(400, "not_token_authenticated", "This request was not made with a token; "
                                                            "there is no token to revoke.")
         tokens.revoke(token=request.auth, request=request)
-        user_logged_out.send(sender=type(request.user), request=request._request, user=request.user)
+        _send_without_session(user_logged_out, request, request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _send_without_session(signal, request, user) -> None:
+    """Send the login or logout signal (audit, last_login, django-axes) without leaving a session behind:
+    django-axes makes one to label its access log, a cookie that authenticates nothing here. A session the
+    client already had is left alone."""
+    session = request._request.session
+    had_session = session.session_key is not None
+    signal.send(sender=type(user), request=request._request, user=user)
+    if not had_session:
+        session.flush()
 
 
 # --- Studies -----------------------------------------------------------------------------------------------
@@ -152,18 +163,19 @@ class StudyViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Submit a study",
-        description="Multipart upload of one (`image`) or several (`images`) JPEG or PNG slices for a patient. "
-                    "Answers 202 at once; the assessment runs in the background: poll `url`. Files that cannot "
-                    f"be used are listed in `rejected`, the others are kept. With an `{IDEMPOTENCY_KEY}` header, "
-                    "sending the same request again returns the study the first one created (with an "
-                    "`Idempotent-Replayed: true` header) instead of a second study.",
+        description="Multipart upload of one (`image`) or several (`images`) JPEG, PNG or DICOM files for a "
+                    "patient; each frame of a DICOM file is a slice. Answers 202 at once; the assessment runs in "
+                    "the background: poll `url`. Files that cannot be used are listed in `rejected`, the others "
+                    f"are kept. With an `{IDEMPOTENCY_KEY}` header, sending the same request again returns the "
+                    "study the first one created and the files it rejected (with an `Idempotent-Replayed: true` "
+                    "header) instead of a second study.",
         parameters=[OpenApiParameter(IDEMPOTENCY_KEY, str, OpenApiParameter.HEADER, required=False,
                                      description="A unique key per submission (a UUID, say), at most 128 "
                                                  "characters, so that a retried request creates one study.")],
         request={"multipart/form-data": s.StudySubmitSerializer},
         responses={202: OpenApiResponse(s.StudyAcceptedSerializer, description="Stored and queued (or, with a "
                                         "repeated Idempotency-Key, the study the first request created); the "
-                                        "Location header holds `url`."), **errors(400, 413, 415, 422)},
+                                        "Location header holds `url`."), **errors(400, 409, 413, 415, 422)},
     )
     def create(self, request):
         key = _idempotency_key(request)
@@ -178,8 +190,8 @@ class StudyViewSet(viewsets.GenericViewSet):
             raise _upload_error(error) from error
         except services.NotAllowed:
             raise ValidationError({"patient": [s.UNKNOWN_PATIENT]}) from None
-        except services.ConsentRequired as error:
-            raise ApiError(400, error.code, str(error), fields={"patient": [str(error)]}) from error
+        except services.ConsentRequired as error:  # a conflict with the patient's state, as on a retry
+            raise ApiError(409, error.code, str(error), fields={"patient": [str(error)]}) from error
         except services.ServiceError as error:
             raise ApiError(400, error.code, str(error), fields={"images": [str(error)]}) from error
         if not submission.created and submission.study.patient_id != patient.pk:

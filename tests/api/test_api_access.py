@@ -13,8 +13,8 @@ PERSONAS = ["clinician_a", "clinician_b", "admin", "anonymous"]
 
 @pytest.fixture
 def failed_study_a(study_a):
-    Study.objects.filter(pk=study_a.pk).update(status=Study.Status.FAILED, error_code="unreadable_image",
-                                                 error="Image 1 could not be read.")
+    Study.objects.filter(pk=study_a.pk).update(status=Study.Status.FAILED, error_code="service_unavailable",
+                                                 error="The analysis service was unavailable.")
     return study_a
 
 

@@ -3,7 +3,10 @@
 from datetime import timedelta
 
 import pytest
+from axes.models import AccessAttempt
+from django.contrib.sessions.models import Session
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -48,6 +51,20 @@ def test_a_token_from_the_password_authenticates_and_only_its_hash_is_stored(cli
     issued = AuditEvent.objects.get(action=AuditEvent.Action.API_TOKEN_ISSUED)
     assert (login.via, login.actor, issued.via, issued.actor) == ("api", clinician_a, "api", clinician_a)
     assert secret not in str(issued.details)
+
+
+def test_logging_in_and_out_for_a_token_leaves_no_session(clinician_a):
+    client = APIClient()
+    log_in(client, "clinician_a", "not-the-password")
+    assert AccessAttempt.objects.filter(username="clinician_a").exists()
+    response = log_in(client, "clinician_a")
+    assert response.status_code == 201 and "sessionid" not in response.cookies
+    assert not AccessAttempt.objects.filter(username="clinician_a").exists()  # the lockout count is reset as before
+    logout = with_token(response.json()["token"]).delete(TOKEN_URL)
+    assert logout.status_code == 204 and "sessionid" not in logout.cookies
+    assert not Session.objects.exists()
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
+        "auth.login_failed", "auth.login", "api.token_issued", "api.token_revoked", "auth.logout"]
 
 
 def test_the_token_lifetime_comes_from_the_setting(clinician_a, settings):
@@ -113,6 +130,31 @@ def test_delete_revokes_the_token_of_the_request_only(clinician_a):
     revoked = AuditEvent.objects.get(action=AuditEvent.Action.API_TOKEN_REVOKED)
     assert revoked.via == "api" and revoked.actor == clinician_a
     assert AuditEvent.objects.filter(action=AuditEvent.Action.LOGOUT, via="api").count() == 1
+
+
+def test_a_password_change_revokes_the_users_tokens_only(clinician_a, admin_user, admin_client_):
+    clinician, administrator = (log_in(APIClient(), user.username).json()["token"] for user in (clinician_a,
+                                                                                                 admin_user))
+    changed = admin_client_.post(reverse("admin:auth_user_password_change", args=[clinician_a.pk]),
+                                 {"password1": "a-new-long-passphrase-9", "password2": "a-new-long-passphrase-9"})
+    assert changed.status_code == 302
+    assert with_token(clinician).get(MODELS_URL).status_code == 401
+    assert with_token(administrator).get(MODELS_URL).status_code == 200
+    revoked = AuditEvent.objects.get(action=AuditEvent.Action.API_TOKEN_REVOKED)
+    assert revoked.details == {"user": "clinician_a", "reason": "password_changed"}
+
+    admin_user.set_password("another-long-passphrase-7")
+    admin_user.save()
+    assert with_token(administrator).get(MODELS_URL).status_code == 401
+    assert log_in(APIClient(), "clinician_a", "a-new-long-passphrase-9").status_code == 201
+
+
+def test_saving_a_user_without_a_new_password_keeps_their_tokens(clinician_a):
+    secret = log_in(APIClient(), "clinician_a").json()["token"]
+    clinician_a.first_name = "Ada"
+    clinician_a.save()
+    log_in(APIClient(), "clinician_a")  # saves last_login
+    assert with_token(secret).get(MODELS_URL).status_code == 200
 
 
 def test_a_new_token_clears_the_users_expired_and_revoked_ones(clinician_a):

@@ -1,6 +1,11 @@
-"""The OpenAPI schema against the live application (schemathesis), and the docs page in Chromium."""
+"""The OpenAPI schema against the live application (schemathesis), what it documents, and the docs page in
+Chromium."""
 
+import ast
+import importlib
+import inspect
 import json
+import pkgutil
 
 import pytest
 import requests
@@ -11,6 +16,11 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from rest_framework import exceptions
+
+import diagnosis.api
+from diagnosis import errors as pages
+from diagnosis import middleware, services
 from diagnosis.api import tokens
 from tests.api.helpers import assess
 from tests.factories import PatientFactory, StudyFactory
@@ -35,6 +45,44 @@ def test_the_live_schema_is_this_one(live_server):
     served = requests.get(f"{live_server.url}/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"})
     assert served.status_code == 200
     assert served.json() == json.loads(json.dumps(SCHEMA))
+
+
+def test_the_submission_docs_name_every_accepted_format_and_the_409_for_a_missing_consent():
+    create = SCHEMA["paths"]["/api/v1/studies/"]["post"]
+    assert "JPEG, PNG or DICOM" in create["description"]
+    fields = SCHEMA["components"]["schemas"]["StudySubmitRequest"]["properties"]
+    assert "DICOM" in fields["image"]["description"] and "DICOM" in fields["images"]["description"]
+    assert "consent_required" in create["responses"]["409"]["description"]
+
+
+def codes_written_in(module) -> set[str]:
+    """The error codes a module writes literally: ApiError(status, "code", ...), code="..." and {"code": "..."}."""
+    nodes = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ApiError" and len(node.args) > 1:
+            nodes.append(node.args[1])
+        elif isinstance(node, ast.keyword) and node.arg == "code":
+            nodes.append(node.value)
+        elif isinstance(node, ast.Dict):
+            nodes += [value for key, value in zip(node.keys, node.values)
+                      if isinstance(key, ast.Constant) and key.value == "code"]
+    return {node.value for node in nodes if isinstance(node, ast.Constant)}
+
+
+def test_the_schema_lists_every_error_code_the_api_answers_and_no_other(rf):
+    api_modules = [importlib.import_module(module.name)
+                   for module in pkgutil.iter_modules(diagnosis.api.__path__, "diagnosis.api.")]
+    written = set().union(*(codes_written_in(module) for module in [*api_modules, pages, middleware]))
+    # What DRF raises (a ValidationError answers `invalid`), what the services raise (views pass error.code
+    # on) and Django's own error pages under /api/.
+    drf = {cls.default_code for cls in vars(exceptions).values() if isinstance(cls, type)
+           and issubclass(cls, exceptions.APIException) and cls not in (exceptions.APIException,
+                                                                      exceptions.ValidationError)}
+    service = {cls.code for cls in (services.ServiceError, *services.ServiceError.__subclasses__())}
+    django = {json.loads(page(rf.get("/api/v1/nothing/")).content)["error"]["code"]
+              for page in (pages.not_found, pages.forbidden, pages.server_error)}
+    listed = SCHEMA["components"]["schemas"]["ErrorDetailCodeEnum"]["enum"]
+    assert written | drf | service | django == set(listed)
 
 
 @pytest.fixture

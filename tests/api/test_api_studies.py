@@ -66,6 +66,20 @@ def test_same_idempotency_key_returns_the_same_study(api_a, patient_a):
     assert other.json()["id"] != first.json()["id"]
 
 
+def test_a_replay_returns_the_files_the_first_submission_rejected(api_a, patient_a):
+    def files():
+        return [upload("good.png", phantom_bytes(1)), upload("Doe_Jane_notes.png", b"not an image"),
+                upload("good.png", b"")]
+
+    first = submit(api_a, patient_a.code, *files(), key="order-7")
+    again = submit(api_a, patient_a.code, *files(), key="order-7")
+    assert first.status_code == again.status_code == 202 and again["Idempotent-Replayed"] == "true"
+    assert [row["filename"] for row in first.json()["rejected"]] == ["Doe_Jane_notes.png", "good.png"]
+    assert again.json() == first.json()
+    # The file names may name the patient: the audit trail keeps what was rejected, never the names.
+    assert "Doe_Jane" not in str(list(AuditEvent.objects.values_list("details", flat=True)))
+
+
 def test_an_idempotency_key_is_per_user(api_a, api_admin, patient_a):
     first = submit(api_a, patient_a.code, upload("a.png", phantom_bytes(1)), key="same-key")
     second = submit(api_admin, patient_a.code, upload("a.png", phantom_bytes(1)), key="same-key")
@@ -108,12 +122,22 @@ def test_an_unknown_and_an_invisible_patient_read_the_same(api_a, patient_b):
     assert not Study.objects.exists()
 
 
-def test_a_patient_without_consent_is_400_consent_required(api_a, clinician_a):
+def test_a_patient_without_consent_is_409_consent_required(api_a, clinician_a):
     patient = PatientFactory(care_team=[clinician_a], consent=False)
     response = submit(api_a, patient.code, upload("a.png", phantom_bytes(1)))
-    assert response.status_code == 400
+    assert response.status_code == 409
     error = error_of(response)
     assert error["code"] == "consent_required" and "consent" in error["fields"]["patient"][0]
+    assert not Study.objects.exists()
+
+
+def test_retrying_after_consent_was_withdrawn_is_409_consent_required_too(api_a, clinician_a, patient_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1, status=Study.Status.CANCELLED,
+                         error_code="consent_withdrawn", error="The patient withdrew consent.")
+    Consent.objects.filter(patient=patient_a).update(withdrawn_at=timezone.now())
+    response = api_a.post(f"{STUDIES}{study.pk}/retry/")
+    assert response.status_code == 409
+    assert error_of(response)["code"] == "consent_required"
 
 
 def test_only_oversized_files_is_413(api_a, patient_a, settings):
@@ -217,9 +241,9 @@ def test_a_queued_study_has_no_prediction_yet(api_a, clinician_a, patient_a):
 
 def test_a_failed_study_says_why_and_can_be_retried(api_a, clinician_a, patient_a):
     study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1, status=Study.Status.FAILED,
-                         error_code="unreadable_image", error="Image 1 could not be read from storage.")
+                         error_code="service_unavailable", error="The analysis service was unavailable.")
     body = api_a.get(f"{STUDIES}{study.pk}/").json()
-    assert body["error"] == {"code": "unreadable_image", "message": "Image 1 could not be read from storage."}
+    assert body["error"] == {"code": "service_unavailable", "message": "The analysis service was unavailable."}
     retried = api_a.post(f"{STUDIES}{study.pk}/retry/")
     assert retried.status_code == 202
     assert retried.json()["status"] == "queued" and retried["Location"] == retried.json()["url"]
@@ -276,6 +300,13 @@ def test_the_list_is_newest_first_and_filters(api_a, three_studies, patient_a):
     since = (timezone.now() - timedelta(days=2)).date().isoformat()
     assert ids(api_a.get(STUDIES, {"created_after": since})) == [newest, failed]
     assert ids(api_a.get(STUDIES, {"created_before": since})) == [old]
+
+
+def test_mine_is_the_callers_own_studies_for_administrators_too(api_a, api_admin, three_studies):
+    old, failed, newest = (str(study.pk) for study in three_studies)
+    assert ids(api_admin.get(STUDIES)) == [newest, failed, old]
+    assert ids(api_admin.get(STUDIES, {"mine": "true"})) == [newest]
+    assert ids(api_a.get(STUDIES, {"mine": "true"})) == [failed, old]
 
 
 def test_the_list_is_paginated(api_a, three_studies):

@@ -1,13 +1,18 @@
 """The audit trail of significant actions, the admin's read-only clinical records, and the demo seed."""
 
+import re
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from diagnosis import audit, services
-from diagnosis.models import AuditEvent, Consent, Patient, Study
-from tests.factories import PASSWORD, StudyFactory, UserFactory
+from diagnosis.api import tokens
+from diagnosis.models import ApiToken, AuditEvent, Consent, Patient, Study
+from tests.factories import PASSWORD, StudyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +51,15 @@ def test_events_cannot_be_changed_or_deleted_through_the_application(admin_user)
         event.delete()
 
 
+def test_every_audit_action_is_recorded_somewhere(settings):
+    """An action nothing records promises a trail that does not exist."""
+    code = "\n".join(path.read_text() for app in ("diagnosis", "analytics", "brainscan")
+                     for path in (Path(settings.BASE_DIR) / app).rglob("*.py")
+                     if "migrations" not in path.parts and path.name != "models.py")
+    unused = [name for name in AuditEvent.Action.names if not re.search(rf"\bAction\.{name}\b", code)]
+    assert unused == []
+
+
 @pytest.mark.parametrize("url_name", ["study", "prediction", "auditevent", "reading"])
 def test_admin_shows_clinical_records_read_only(admin_client_, url_name, patient_a, clinician_a):
     study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1)
@@ -79,6 +93,41 @@ def test_admin_manages_patients_and_consent_with_audit(admin_client_, clinician_
     recorded = [a for a, _ in actions()]
     assert "patient.created" in recorded and "consent.granted" in recorded and "consent.withdrawn" in recorded
     assert all(e.patient_code == "P-ADMIN001" for e in AuditEvent.objects.filter(action__startswith="consent."))
+
+
+def test_admin_lists_api_tokens_and_revokes_them_by_deleting_with_audit(admin_client_, admin_user, clinician_a,
+                                                                         clinician_b):
+    (secret, token_a), (_, token_b), (_, own) = (tokens.issue(user=user, request=None)
+                                                for user in (clinician_a, clinician_b, admin_user))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    assert api.get("/api/v1/models/").status_code == 200
+    listing = admin_client_.get(reverse("admin:diagnosis_apitoken_changelist"))
+    assert listing.status_code == 200 and b"clinician_a" in listing.content
+    assert token_a.digest.encode() not in listing.content
+    assert admin_client_.get(reverse("admin:diagnosis_apitoken_add")).status_code == 403
+    change = admin_client_.get(reverse("admin:diagnosis_apitoken_change", args=[token_a.pk]))
+    assert change.status_code == 200 and b'name="_save"' not in change.content
+
+    deleted = admin_client_.post(reverse("admin:diagnosis_apitoken_delete", args=[token_a.pk]), {"post": "yes"})
+    assert deleted.status_code == 302
+    assert api.get("/api/v1/models/").status_code == 401
+    admin_client_.post(reverse("admin:diagnosis_apitoken_changelist"),
+                       {"action": "delete_selected", "_selected_action": [token_b.pk, own.pk], "post": "yes"})
+    assert not ApiToken.objects.exists()
+    revoked = AuditEvent.objects.filter(action=AuditEvent.Action.API_TOKEN_REVOKED)
+    assert {(e.actor, e.via, e.object_id, e.details["user"]) for e in revoked} == {
+        (admin_user, "admin", str(token_a.pk), "clinician_a"), (admin_user, "admin", str(token_b.pk), "clinician_b"),
+        (admin_user, "admin", str(own.pk), "admin")}
+
+
+def test_clinicians_cannot_reach_the_token_admin(client_a, clinician_a):
+    _, token = tokens.issue(user=clinician_a, request=None)
+    for url in (reverse("admin:diagnosis_apitoken_changelist"),
+                reverse("admin:diagnosis_apitoken_delete", args=[token.pk])):
+        response = client_a.post(url, {"post": "yes"})
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert ApiToken.objects.filter(pk=token.pk).exists()
 
 
 def test_clinicians_cannot_reach_the_admin(client_a):
