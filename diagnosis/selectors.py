@@ -8,12 +8,13 @@ an object outside them answers 404 rather than confirming that it exists.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import islice
 
 from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
 
 from diagnosis.inference import registry
-from diagnosis.models import Consent, Patient, Prediction, Study, StudyImage
+from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Study, StudyImage
 from ml.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
 from ml.registry import RegistryError
 
@@ -41,6 +42,13 @@ def studies_for(user) -> QuerySet[Study]:
     return studies.filter(patient__in=Patient.objects.filter(care_team=user))
 
 
+def submission_rejections(study: Study) -> list[dict]:
+    """The rejected files recorded with the keyed submission that created the study (services.submit_study)."""
+    created = AuditEvent.objects.filter(action=AuditEvent.Action.STUDY_CREATED, object_type="study",
+                                        object_id=str(study.pk)).first()
+    return created.details.get("rejected", []) if created else []
+
+
 def images_for(user) -> QuerySet[StudyImage]:
     return StudyImage.objects.filter(study__in=studies_for(user).values("pk"))
 
@@ -51,7 +59,11 @@ def predictions_for(user) -> QuerySet[Prediction]:
 
 def worklist(user, *, mine_only: bool = True, patient_query: str = "", status: str = "",
              order: str = NEWEST) -> QuerySet[Study]:
-    """The studies a clinician works through: newest first, or likely positives first (triage)."""
+    """The studies a clinician works through: newest first, or likely positives first (triage).
+
+    `mine_only` is the web worklist's default view, which administrators do not have (they oversee every
+    study): it leaves their list whole.
+    """
     studies = studies_for(user)
     if mine_only and not is_admin(user):
         studies = studies.filter(submitted_by=user)
@@ -123,14 +135,21 @@ def feature_rows(prediction: Prediction) -> list[dict]:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = ["study", "submitted_at", "patient", "submitted_by", "status", "result", "probability",
                   "model_version", "images", "finished_at", "error"]
+EXPORT_CHUNK_SIZE = 1000  # studies read per database round trip while an export streams
 
 
 def export_rows(studies: QuerySet[Study]):
-    """One CSV row per study; a formula-looking cell is prefixed so spreadsheets do not run it."""
-    versions = dict(Prediction.objects.filter(image__study__in=studies).values_list("image__study_id", "model_version"))
-    for study in studies.annotate(n_images=Count("images")):
-        row = [str(study.pk), study.created_at.isoformat(), study.patient.code, study.submitted_by.get_username(),
-               study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
-               versions.get(study.pk, ""), study.n_images,
-               study.finished_at.isoformat() if study.finished_at else "", study.error]
-        yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell for cell in row]
+    """One CSV row per study; a formula-looking cell is prefixed so spreadsheets do not run it.
+
+    Studies are read EXPORT_CHUNK_SIZE at a time, so an export of the whole worklist never sits in memory.
+    """
+    stream = studies.annotate(n_images=Count("images")).iterator(chunk_size=EXPORT_CHUNK_SIZE)
+    while chunk := list(islice(stream, EXPORT_CHUNK_SIZE)):
+        versions = dict(Prediction.objects.filter(image__study__in=chunk).values_list("image__study_id",
+                                                                                      "model_version"))
+        for study in chunk:
+            row = [str(study.pk), study.created_at.isoformat(), study.patient.code, study.submitted_by.get_username(),
+                   study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
+                   versions.get(study.pk, ""), study.n_images,
+                   study.finished_at.isoformat() if study.finished_at else "", study.error]
+            yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell for cell in row]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import uuid
+from itertools import chain
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -86,7 +87,7 @@ def _study_context(request, study: Study) -> dict:
     return {
         "study": study, "images": images, "readings": study.readings.all(),
         "reading_form": ReadingForm(instance=my_reading),
-        "can_retry": study.status in (Study.Status.FAILED, Study.Status.CANCELLED),
+        "can_retry": services.can_retry(study),
     }
 
 
@@ -181,6 +182,13 @@ def study_heatmap(request, study_id, image_id):
     return private_file_response(prediction.heatmap.name)
 
 
+class _Echo:
+    """A file that hands back what is written to it, so csv.writer yields each line to a streaming response."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
 @login_required
 @require_GET
 def study_export(request):
@@ -194,11 +202,10 @@ def study_export(request):
         studies = selectors.worklist(request.user, mine_only=False, order=filters["order"]).filter(pk__in=ids)
     else:
         studies = selectors.worklist(request.user, **filters)
-    rows = list(selectors.export_rows(studies[:5000]))
-    audit.record(Action.STUDY_EXPORTED, request=request, details={"studies": len(rows)})
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    # Counted up front: the rows are only read while the response streams, after this view returns.
+    audit.record(Action.STUDY_EXPORTED, request=request, details={"studies": studies.count()})
+    writer = csv.writer(_Echo())
+    lines = (writer.writerow(row) for row in chain([selectors.EXPORT_COLUMNS], selectors.export_rows(studies)))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="brainscan-studies.csv"'
-    writer = csv.writer(response)
-    writer.writerow(selectors.EXPORT_COLUMNS)
-    writer.writerows(rows)
     return response

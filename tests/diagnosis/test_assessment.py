@@ -135,7 +135,7 @@ def django_capture_on_commit():
 
 
 def test_failed_study_can_be_run_again_by_its_clinician(study, client_a, client_b):
-    Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, error="x", error_code="unreadable_image",
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, error="x", error_code="attempts_exhausted",
                                              attempts=3)
     assert client_b.post(reverse("study-retry", args=[study.pk])).status_code == 404
     response = client_a.post(reverse("study-retry", args=[study.pk]))
@@ -143,7 +143,7 @@ def test_failed_study_can_be_run_again_by_its_clinician(study, client_a, client_
     study.refresh_from_db()
     assert study.status == Study.Status.QUEUED and study.attempts == 0 and study.error == ""
     event = AuditEvent.objects.get(action="study.retried")
-    assert event.details == {"previous_error": "unreadable_image"} and event.actor_username == "clinician_a"
+    assert event.details == {"previous_error": "attempts_exhausted"} and event.actor_username == "clinician_a"
     # A completed study cannot be "run again".
     services.assess_study(str(study.pk))
     client_a.post(reverse("study-retry", args=[study.pk]))

@@ -7,7 +7,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from diagnosis.models import AuditEvent, Study
+from diagnosis import selectors
+from diagnosis.models import AuditEvent, Prediction, Study
 from diagnosis.selectors import EXPORT_COLUMNS
 from tests.conftest import logged_in
 from tests.factories import PatientFactory, StudyFactory, UserFactory
@@ -20,7 +21,8 @@ def rows(response) -> list[dict]:
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="brainscan-studies.csv"'
-    reader = csv.reader(io.StringIO(response.content.decode()))
+    assert response.streaming  # written while it is read from the database, never held whole in memory
+    reader = csv.reader(io.StringIO(response.getvalue().decode()))
     header = next(reader)
     assert header == EXPORT_COLUMNS
     return [dict(zip(header, row)) for row in reader]
@@ -45,6 +47,20 @@ def test_without_a_selection_the_filtered_worklist_is_exported_in_its_order(clie
     exported = rows(client_a.get(URL, {"q": "export", "order": "triage"}))
     assert [row["study"] for row in exported] == [str(high.pk), str(low.pk)]
     assert exported[0]["probability"] == "0.9000" and exported[0]["result"] == "tumor"
+
+
+def test_every_listed_study_is_exported_across_database_chunks(client_a, clinician_a, patient_a, monkeypatch):
+    monkeypatch.setattr(selectors, "EXPORT_CHUNK_SIZE", 2)
+    studies = [StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1) for _ in range(5)]
+    for number, study in enumerate(studies):  # each study's own model version, whichever chunk it falls in
+        Prediction.objects.create(image=study.images.get(), model_version=f"v{number}", model_sha256="0" * 64,
+                                  probability=0.1, label="no_tumor", threshold=0.5, heatmap="heatmaps/x.png",
+                                  inference_ms=1, latency_ms=1)
+    exported = rows(client_a.get(URL))
+    assert [row["study"] for row in exported] == [str(study.pk) for study in reversed(studies)]  # newest first
+    assert [row["model_version"] for row in exported] == [f"v{number}" for number in reversed(range(5))]
+    event = AuditEvent.objects.get(action=AuditEvent.Action.STUDY_EXPORTED)
+    assert event.actor == clinician_a and event.details == {"studies": 5}
 
 
 def test_another_clinicians_studies_never_appear(client_a, clinician_a, clinician_b, patient_a, patient_b):

@@ -9,6 +9,7 @@ from django.urls import reverse
 from diagnosis.models import AuditEvent, Prediction, Study
 from diagnosis.selectors import model_card
 from diagnosis.templatetags.diagnosis_extras import feature_table, figure, probability_meter
+from tests.conftest import logged_in
 from tests.factories import StudyFactory
 from tests.web.conftest import assessed_study
 
@@ -58,12 +59,55 @@ def test_status_and_panel_follow_the_study(client_a, completed_study):
     assert "<html" not in panel and 'id="result-badge"' in panel
 
 
-def test_failed_study_explains_and_offers_a_new_attempt(client_a, clinician_a, patient_a):
+@pytest.mark.parametrize("persona", ["clinician_a", "admin"])
+@pytest.mark.parametrize("code,offered", [("service_unavailable", True), ("attempts_exhausted", True),
+                                          ("unreadable_image", False)])
+def test_failed_study_explains_and_offers_a_new_attempt_only_when_it_can_help(persona, code, offered, personas,
+                                                                               clinician_a, patient_a):
     study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1, status=Study.Status.FAILED,
-                         error="Image 1 could not be read from storage.")
-    page = client_a.get(detail(study)).content.decode()
-    assert "The analysis failed." in page and "could not be read from storage" in page
-    assert reverse("study-retry", args=[study.pk]) in page
+                         error_code=code, error="Why it failed, for the clinician.")
+    client = logged_in(personas[persona])
+    for name in ("study-detail", "study-panel"):
+        page = client.get(reverse(name, args=[study.pk])).content.decode()
+        assert "The analysis failed." in page and "Why it failed, for the clinician." in page
+        assert (reverse("study-retry", args=[study.pk]) in page) is offered
+        assert ("Run the analysis again" in page) is offered
+
+
+def test_another_clinician_gets_no_failed_study_nor_its_retry(client_b, clinician_a, patient_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1, status=Study.Status.FAILED,
+                         error_code="service_unavailable", error="The analysis service was unavailable.")
+    assert client_b.get(detail(study)).status_code == 404
+    assert client_b.post(reverse("study-retry", args=[study.pk])).status_code == 404
+    assert Study.objects.get(pk=study.pk).status == Study.Status.FAILED
+
+
+@pytest.mark.parametrize("persona", ["clinician_a", "admin"])
+@pytest.mark.parametrize("status,code", [("queued", ""), ("processing", ""), ("failed", "unreadable_image"),
+                                         ("failed", "service_unavailable"), ("cancelled", "consent_withdrawn")])
+def test_the_uploaded_image_can_be_downloaded_before_and_without_a_result(persona, status, code, personas,
+                                                                          clinician_a, patient_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1, status=status, error_code=code)
+    image = study.images.get()
+    client = logged_in(personas[persona])
+    download = reverse("study-image", args=[study.pk, image.pk]) + "?download=1"
+    page = client.get(detail(study)).content.decode()
+    assert f'<a href="{download}">Download image</a>' in page
+    assert "Show heatmap" not in page  # no prediction, so no heatmap controls
+    response = client.get(download)
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="study-{study.short_id}-image-1.png"'
+    assert b"".join(response.streaming_content)[:4] == b"\x89PNG"
+    event = AuditEvent.objects.get(action=AuditEvent.Action.IMAGE_VIEWED)
+    assert (event.actor, event.object_id, event.details) == (personas[persona], str(image.pk), {"download": True})
+
+
+def test_another_clinician_cannot_download_an_image_of_a_pending_study(client_b, clinician_a, patient_a):
+    study = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1)
+    image = study.images.get()
+    response = client_b.get(reverse("study-image", args=[study.pk, image.pk]) + "?download=1")
+    assert response.status_code == 404
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.IMAGE_VIEWED).exists()
 
 
 @pytest.mark.parametrize("name", ["study-detail", "study-panel", "study-status"])
