@@ -206,7 +206,7 @@ def test_the_bucket_script_creates_a_private_bucket_and_a_limited_account(compos
     assert calls.read_text().splitlines() == [
         "mb --ignore-existing local/scans-x",
         "anonymous set none local/scans-x",
-        f"admin policy create local brainscan-app /tmp/brainscan-policy.json",
+        "admin policy create local brainscan-app /tmp/brainscan-policy.json",
         "admin user add local app-key app-secret",
         "admin policy detach local brainscan-app --user app-key",
         "admin policy attach local brainscan-app --user app-key",
