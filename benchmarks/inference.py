@@ -20,6 +20,7 @@ import numpy as np
 from benchmarks.common import percentile, report, run_python
 
 IMAGES = 64
+BATCH = 8  # the worker's default BRAINSCAN_INFERENCE_BATCH: runtimes are compared at 1 and at this size
 
 
 def sample_pngs(count: int = IMAGES) -> list[bytes]:
@@ -33,6 +34,18 @@ def sample_pngs(count: int = IMAGES) -> list[bytes]:
         buffer = io.BytesIO()
         Image.fromarray(np.rint(make_phantom(seed, seed % 2 == 0) * 255).astype(np.uint8)).save(buffer, "PNG")
         out.append(buffer.getvalue())
+    return out
+
+
+def timed_network(run, size: int, batch: int, iterations: int) -> list[float]:
+    """Milliseconds per call of the network alone on a batch of blank slices."""
+    images = np.zeros((batch, size, size, 1), np.float32)
+    run(images)
+    out = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        run(images)
+        out.append((time.perf_counter() - started) * 1000)
     return out
 
 
@@ -54,12 +67,8 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
     for i in range(min(iterations, 100)):
         gray = read_image(pngs[i % len(pngs)])
         features.append(predictor.assess([gray])[0].timings_ms["features"])
-    batch = np.stack([np.zeros((predictor.image_size, predictor.image_size, 1), np.float32)])
-    network = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        predictor.network(batch)
-        network.append((time.perf_counter() - started) * 1000)
+    network = timed_network(predictor.network, predictor.image_size, 1, iterations)
+    network_batch = timed_network(predictor.network, predictor.image_size, BATCH, max(iterations // BATCH, 20))
     throughput = {}
     grays = [read_image(p) for p in pngs]
     for size in (1, 2, 4, 8, 16, 32):
@@ -71,14 +80,15 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
     best = max(throughput, key=throughput.get)
     return {
         "latency_ms_p50": percentile(latency, 50), "latency_ms_p95": percentile(latency, 95),
-        "inference_ms_p50": percentile(network, 50), "heatmap_ms_p50": percentile(heatmap, 50),
+        "inference_ms_p50": percentile(network, 50),
+        f"network_batch{BATCH}_ms_per_image": percentile(network_batch, 50) / BATCH, "heatmap_ms_p50": percentile(heatmap, 50),
         "features_ms_p50": percentile(features, 50), "throughput_ips": throughput[best], "best_batch": best,
         "throughput_by_batch": {str(k): round(v, 1) for k, v in throughput.items()},
     }
 
 
 CHILD_LOAD_AND_RSS = """
-import json, resource, time
+import json, time
 started = time.perf_counter()
 from ml.predictor import Predictor
 from ml.registry import ModelRegistry
@@ -90,7 +100,9 @@ from ml.explain import heatmap_png
 from ml.imaging import read_image
 for data in sample_pngs(32) * 3:
     heatmap_png(predictor.assess([read_image(data)])[0].heatmap)
-print(json.dumps({{"load_s": load_s, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+# VmHWM, not getrusage's ru_maxrss: that one survives exec, so it would report the parent's peak.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"load_s": load_s, "rss_mb": peak_kb / 1024}}))
 """
 
 CHILD_TENSORFLOW = """
@@ -159,6 +171,12 @@ try:
             interpreter.set_tensor(inp["index"], image); interpreter.invoke()
             return interpreter.get_tensor(prob_out["index"]).reshape(-1)
         litert[label + "_ms_p50"] = timed(run)
+        batch_input = x[:{batch}]
+        interpreter.resize_tensor_input(inp["index"], list(batch_input.shape))
+        interpreter.allocate_tensors()
+        litert[label + "_batch{batch}_ms_per_image"] = timed(lambda: run(batch_input), 30) / {batch}
+        interpreter.resize_tensor_input(inp["index"], list(one.shape))
+        interpreter.allocate_tensors()
         reference = serving.predict(x, verbose=0)[0].reshape(-1)
         litert[label + "_max_difference"] = float(max(abs(run(x[i:i + 1])[0] - reference[i]) for i in range(len(x))))
 except Exception as error:
@@ -188,11 +206,13 @@ def main() -> None:
     served = serving_figures(version, pngs, args.iterations, args.threads)
     child = run_python(CHILD_LOAD_AND_RSS.format(root=str(registry.root), name=version.name, threads=args.threads))
     tf_side = run_python(CHILD_TENSORFLOW.format(keras_path=str(version.keras_path), threads=args.threads,
-                                                 naive_iterations=args.naive_iterations))
+                                                 naive_iterations=args.naive_iterations, batch=BATCH))
     runtimes = {"onnxruntime": served["inference_ms_p50"], "tf.function": tf_side["tf_function_ms_p50"],
                 "keras.predict": tf_side["keras_predict_ms_p50"]}
+    batched = {"onnxruntime": served[f"network_batch{BATCH}_ms_per_image"]}
     if "litert_fp32_ms_p50" in tf_side:
         runtimes["litert_fp32"] = tf_side["litert_fp32_ms_p50"]
+        batched["litert_fp32"] = tf_side[f"litert_fp32_batch{BATCH}_ms_per_image"]
     figures = {
         "model_version": version.name, "threads": args.threads, **served, **child, **tf_side,
         "naive_latency_ms_p50": tf_side["naive_latency_ms_p50"],
@@ -201,6 +221,8 @@ def main() -> None:
         "heatmap_share_gradcam_gradient": tf_side["gradcam_gradient_ms_p50"] / (
             served["latency_ms_p50"] - served["heatmap_ms_p50"] + tf_side["gradcam_gradient_ms_p50"]),
         "fastest_fp32_runtime": min(runtimes, key=runtimes.get), "runtime_ms_p50": runtimes,
+        f"fastest_fp32_runtime_batch{BATCH}": min(batched, key=batched.get),
+        f"runtime_batch{BATCH}_ms_per_image": batched,
     }
     rows = [
         ("model", version.name, ""),
@@ -219,6 +241,8 @@ def main() -> None:
         ("speedup_vs_naive", figures["speedup_vs_naive"], "naive / BrainScan"),
         *[(f"runtime {name}", value, "network only, batch 1") for name, value in runtimes.items()],
         ("fastest_fp32_runtime", figures["fastest_fp32_runtime"], ""),
+        *[(f"runtime {name}", value, f"network only, per image at batch {BATCH}") for name, value in batched.items()],
+        (f"fastest_fp32_runtime_batch{BATCH}", figures[f"fastest_fp32_runtime_batch{BATCH}"], ""),
     ]
     if "litert_int8_ms_p50" in figures:
         rows.append(("litert_int8_ms_p50", figures["litert_int8_ms_p50"],
