@@ -75,3 +75,10 @@ def test_env_table_dotenv_format_matches_the_example_lines(declared):
     generated = out.getvalue()
     for variable in declared:
         assert f"# {variable.name}={variable.default}\n" in generated
+
+
+def test_the_readme_holds_the_table_env_table_prints():
+    out = StringIO()
+    call_command("env_table", stdout=out)
+    assert out.getvalue().strip() in (ROOT / "README.md").read_text(), (
+        "the README's configuration table is stale: paste the output of `python manage.py env_table`")
