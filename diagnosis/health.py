@@ -48,8 +48,8 @@ def check_storage() -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _intact(path: str, size: int, modified_ns: int) -> str:
-    """'' when the version's files match their recorded sha256, else why not; cached per file state."""
+def _intact(path: str, file_states: tuple) -> str:
+    """'' when the version's files match their recorded sha256, else why not; cached per state of its files."""
     try:
         ModelVersion(Path(path).name, Path(path)).verify()
     except (RegistryError, OSError) as error:
@@ -60,8 +60,9 @@ def _intact(path: str, size: int, modified_ns: int) -> str:
 def check_model() -> dict:
     """The served version exists and its files are the ones registered (workers refuse any other)."""
     version = serving_version()
-    state = version.onnx_path.stat()
-    problem = _intact(str(version.path), state.st_size, state.st_mtime_ns)
+    # Re-hashed only when a file of the version changes, as seen by its size and modification time.
+    states = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(version.path.iterdir()))
+    problem = _intact(str(version.path), states)
     return {"ok": not problem, "version": version.name, **({"error": problem} if problem else {})}
 
 

@@ -70,7 +70,9 @@ def test_a_model_file_that_does_not_match_its_checksum_answers_503(client, regis
     version = registry_copy.registry().get("cnn-20990101-000000")
     assert client.get(reverse("healthz")).json()["checks"]["model"]["ok"]
 
-    with version.onnx_path.open("ab") as handle:
-        handle.write(b"tampered")
-    report = client.get(reverse("healthz")).json()
-    assert not report["checks"]["model"]["ok"] and "sha256" in report["checks"]["model"]["error"]
+    for tampered in (version.keras_path, version.onnx_path):  # a worker verifies both before it loads
+        original = tampered.read_bytes()
+        tampered.write_bytes(original + b"tampered")
+        report = client.get(reverse("healthz")).json()
+        assert not report["checks"]["model"]["ok"] and "sha256" in report["checks"]["model"]["error"]
+        tampered.write_bytes(original)
