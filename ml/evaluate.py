@@ -8,9 +8,11 @@ import numpy as np
 
 Z_95 = 1.959964
 BOOTSTRAP_ROUNDS = 1000
-# The project asks for a sensitivity of at least 0.97 on unseen data. A validation split of about 700
-# tumors estimates sensitivity only to within about +-1%, so the threshold is set for 0.99 there.
-TARGET_SENSITIVITY = 0.99
+# The sensitivity the threshold must keep on each collection's validation slices: the project's target on
+# unseen data (0.97 on brain-mri; 0.90 on tcga-lgg, whose validation holds about a dozen patients) plus a
+# margin for the sampling error of the validation estimate. Other collections get the default.
+TARGET_SENSITIVITY = 0.98
+COLLECTION_TARGETS = {"brain-mri": 0.98, "tcga-lgg": 0.92}
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -67,8 +69,21 @@ def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     }
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
-    """Everything the model card and `evaluate_model` report, with 95% intervals."""
+def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Sensitivity and specificity at `threshold` (None where there is nothing to count), with the counts."""
+    counts = confusion(labels, scores, threshold)
+    tumors, normals = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
+    return {"n": int(len(labels)), "sensitivity": counts["tp"] / tumors if tumors else None,
+            "specificity": counts["tn"] / normals if normals else None, **counts}
+
+
+def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0,
+            clusters: np.ndarray | None = None, bootstrap: bool = True) -> dict:
+    """Everything the model card and `evaluate_model` report, with 95% intervals.
+
+    With `clusters` (the patient of each slice) the intervals resample patients (cluster_intervals);
+    otherwise proportions get Wilson intervals and the AUC a bootstrap over slices.
+    """
     counts = confusion(labels, scores, threshold)
     tp, fp, tn, fn = counts["tp"], counts["fp"], counts["tn"], counts["fn"]
     n = tp + fp + tn + fn
@@ -85,12 +100,13 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int 
         "auc": auc(labels, scores),
         "threshold": float(threshold),
         **counts,
-        "ci95": {
+        "ci95": cluster_intervals(labels, scores, threshold, clusters, seed) if clusters is not None else {
             "accuracy": wilson_interval(tp + tn, n),
             "sensitivity": wilson_interval(tp, tp + fn),
             "specificity": wilson_interval(tn, tn + fp),
-            "auc": bootstrap_auc_interval(labels, scores, seed=seed),
+            "auc": bootstrap_auc_interval(labels, scores, seed=seed) if bootstrap else (float("nan"),) * 2,
         },
+        **({"patients": int(len(set(clusters)))} if clusters is not None else {}),
     }
 
 
@@ -104,24 +120,64 @@ def recall_by_group(labels: np.ndarray, scores: np.ndarray, threshold: float, na
     }
 
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray,
-                     target_sensitivity: float = TARGET_SENSITIVITY) -> tuple[float, str]:
-    """The highest threshold that still finds `target_sensitivity` of the tumors.
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, target_sensitivity: float = TARGET_SENSITIVITY,
+                     groups: np.ndarray | None = None, targets: dict[str, float] | None = None) -> tuple[float, str]:
+    """The highest threshold that still finds the target share of the tumors, in every group.
 
-    Missing a tumor costs more than a false alarm, so sensitivity is fixed first and the
-    threshold is raised as far as that allows, to keep false alarms down.
+    Missing a tumor costs more than a false alarm, so sensitivity is fixed first and the threshold is
+    raised as far as that allows, to keep false alarms down. With `groups` (the collection of each
+    slice), each group must keep its target (`targets`, else `target_sensitivity`): the threshold is
+    the lowest of theirs.
     """
     labels = np.asarray(labels).astype(bool)
-    tumor_scores = np.sort(np.asarray(scores)[labels])
-    if len(tumor_scores) == 0:
+    scores = np.asarray(scores)
+    groups = np.full(len(labels), "all", dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    targets = targets or {}
+    per_group = {}
+    for name in sorted(set(groups)):
+        tumor_scores = np.sort(scores[(groups == name) & labels])
+        if len(tumor_scores):
+            target = targets.get(str(name), target_sensitivity)
+            per_group[str(name)] = (float(tumor_scores[int(math.floor((1 - target) * len(tumor_scores)))]), target)
+    if not per_group:
         return 0.5, "No tumors in the validation split; the default 0.5 is used."
-    allowed_misses = int(math.floor((1 - target_sensitivity) * len(tumor_scores)))
-    threshold = float(tumor_scores[allowed_misses])
-    chosen = metrics(labels, scores, threshold)
+    threshold = min(value for value, _ in per_group.values())
+    figures = "; ".join(
+        f"{name} (target {target:.2f}): sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}"
+        for name, (_, target) in per_group.items()
+        for m in [metrics(labels[groups == name], scores[groups == name], threshold, bootstrap=False)])
     rationale = (
-        f"Highest threshold with sensitivity >= {target_sensitivity:.2f} on the validation split: missing a "
-        f"tumor costs more than a false alarm, and the margin above the 0.97 target covers the sampling "
-        f"error of the validation estimate. At {threshold:.4f} validation sensitivity is "
-        f"{chosen['sensitivity']:.3f} and specificity {chosen['specificity']:.3f}."
+        f"Highest threshold that keeps the validation sensitivity at its target in "
+        f"{'each collection' if len(per_group) > 1 else 'the validation split'}: missing a tumor costs more than "
+        f"a false alarm, and each target lies above the project's target on unseen data by a margin for the "
+        f"sampling error of the validation estimate. At {threshold:.4f} on validation: {figures}."
     )
     return threshold, rationale
+
+
+def cluster_intervals(labels: np.ndarray, scores: np.ndarray, threshold: float, clusters: np.ndarray,
+                      seed: int = 0, rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap intervals that resample whole clusters (patients), not slices.
+
+    Slices of one patient are alike, so an interval that treats them as independent is too narrow.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores)
+    clusters = np.asarray(clusters, dtype=object)
+    names = np.array(sorted(set(clusters)), dtype=object)
+    members = [np.flatnonzero(clusters == name) for name in names]
+    rng = np.random.default_rng(seed)
+    values = {"auc": [], "sensitivity": [], "specificity": [], "accuracy": []}
+    for _ in range(rounds):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
+        y, p = labels[rows], scores[rows]
+        predicted = p >= threshold
+        if y.any() and (~y).any():
+            values["auc"].append(auc(y, p))
+        if y.any():
+            values["sensitivity"].append((predicted & y).sum() / y.sum())
+        if (~y).any():
+            values["specificity"].append((~predicted & ~y).sum() / (~y).sum())
+        values["accuracy"].append((predicted == y).mean())
+    return {name: tuple(float(v) for v in np.percentile(found, [2.5, 97.5])) if found else (float("nan"),) * 2
+            for name, found in values.items()}

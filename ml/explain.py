@@ -1,11 +1,9 @@
-"""Turn the network's class activation map into a heatmap over the source image.
+"""The evidence map over the slice, and how well it points at the lesion.
 
-For this architecture (global average pooling, then one dense layer) the class activation map is
-Grad-CAM: each cell holds the tumor logit the network would give if the whole slice looked like
-that cell. `tanh(logit / 2)`, clipped at zero, maps it to the local tumor evidence in [0, 1]:
-0 where a cell argues for no tumor, near 1 where it argues strongly for one. Unlike a map
-rescaled to its own maximum, a scan without a lesion stays dark instead of lighting up its
-least-normal corner.
+The network's map holds, per 4 x 4 patch of its input, the calibrated probability that the patch
+holds tumor (ml.model); it was trained against tumor masks, so it is near 0 over normal tissue and
+near 1 over a lesion, and it is shown as it is: no rescaling to its own maximum, so a slice without
+a lesion stays dark instead of lighting up its least normal corner.
 """
 
 from __future__ import annotations
@@ -14,39 +12,30 @@ import io
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from ml.preprocess import BRIGHT_PERCENTILE, HEAD_THRESHOLD, Box, resize
+from ml.preprocess import Prepared, resize
 
 # Anchor colours of the overlay (transparent-ish yellow through orange to red).
 _ANCHORS = np.array([[255, 255, 178], [254, 204, 92], [253, 141, 60], [240, 59, 32], [189, 0, 38]], np.float32)
 _LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c])
                  for c in range(3)], axis=1).astype(np.uint8)
 MAX_ALPHA = 0.85
+POINTING_TOLERANCE_PX = 8  # the pointing game's allowance around the lesion, in the image's own pixels
 
 
-def evidence(cam_logits: np.ndarray) -> np.ndarray:
-    """Cell logits (h, w) -> local tumor evidence in [0, 1]."""
-    return np.clip(np.tanh(cam_logits / 2.0), 0.0, 1.0).astype(np.float32)
-
-
-def over_head(cells: np.ndarray, box: Box, gray: np.ndarray) -> np.ndarray:
-    """The evidence map in the source image's coordinates, kept to the head.
-
-    The network's cells also cover the air around the head (the crop is square); evidence drawn
-    there would only distract, so pixels darker than the head threshold are cleared.
-    """
-    head = gray > HEAD_THRESHOLD * np.percentile(gray, BRIGHT_PERCENTILE)
-    return to_source(cells, box, gray.shape) * head
-
-
-def to_source(cells: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
-    """Upsample a map over the head box and place it on a canvas the size of the source image."""
-    height, width = shape
-    upsampled = resize(cells, box.side)
-    canvas = np.zeros(shape, np.float32)
+def over_head(evidence: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """The map (h, w) placed over the slice at working size, kept to the head (no evidence over the air)."""
+    size = prepared.head.shape[0]
+    inside = resize(evidence.astype(np.float32), size) * prepared.head
+    box = prepared.box
+    height, width = prepared.work.shape
+    upsampled = resize(inside, box.side)
+    canvas = np.zeros((height, width), np.float32)
     top, left = max(box.top, 0), max(box.left, 0)
     bottom, right = min(box.top + box.side, height), min(box.left + box.side, width)
-    canvas[top:bottom, left:right] = upsampled[top - box.top:bottom - box.top, left - box.left:right - box.left]
+    if bottom > top and right > left:
+        canvas[top:bottom, left:right] = upsampled[top - box.top:bottom - box.top, left - box.left:right - box.left]
     return np.clip(canvas, 0.0, 1.0)
 
 
@@ -59,3 +48,28 @@ def heatmap_png(heat: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def mask_on(heat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The lesion mask on the heatmap's grid, and the heatmap's pixels per mask pixel along a side."""
+    scale = heat.shape[0] / mask.shape[0]
+    if mask.shape != heat.shape:
+        mask = resize(mask.astype(np.float32), heat.shape[::-1]) >= 0.5
+    return mask.astype(bool), scale
+
+
+def pointing_hit(heat: np.ndarray, mask: np.ndarray, tolerance_px: float = POINTING_TOLERANCE_PX) -> bool:
+    """Whether the map's peak lies on the lesion, dilated by `tolerance_px` pixels of the mask's image."""
+    lesion, scale = mask_on(heat, mask)
+    radius = max(1, int(round(tolerance_px * scale)))
+    structure = ndimage.generate_binary_structure(2, 1)
+    dilated = ndimage.binary_dilation(lesion, structure, iterations=radius)
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return bool(dilated[peak])
+
+
+def mass_in_mask(heat: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's total evidence that lies on the lesion (nan for an all-zero map)."""
+    lesion, _ = mask_on(heat, mask)
+    total = float(heat.sum())
+    return float(heat[lesion].sum() / total) if total > 0 else float("nan")

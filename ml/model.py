@@ -1,99 +1,119 @@
-"""The CNN: convolutional blocks, global average pooling, one dense logit.
+"""The network: an encoder-decoder whose output is a map of tumor evidence, pooled into one probability.
 
-With a global-average-pooling head followed by a single dense layer, the class activation map
-(the dense layer applied at every position of the last feature maps) is exactly Grad-CAM for
-this network, so the serving model returns it as a second output and needs no gradient.
+    image (128, 128, 1) -> encoder (stride-2 stem, conv blocks down to 8 x 8) -> decoder (upsampling
+    with lateral connections, as in a feature pyramid) -> cell logits (32, 32, 1) -> smooth maximum
+    -> slice logit
+
+Each cell's logit says whether that 4 x 4 patch of the input holds tumor. Where a slice has a
+tumor mask the cells are trained against it directly; every slice trains the pooled logit. The
+slice's probability is the sigmoid of the map's smooth maximum (log-mean-exp), so the heatmap
+(each cell's sigmoid) explains exactly the probability that is reported: no tumor evidence
+anywhere means a low probability, strong evidence in one place a high one.
 """
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers, ops
 
-from ml.preprocess import IMAGE_SIZE
+from ml.preprocess import IMAGE_SIZE, MAP_STRIDE
 
-DEFAULT_FILTERS = (32, 64, 128, 256, 256)
+DEFAULT_WIDTHS = (24, 32, 48, 96, 192)  # stem, then one block per resolution: 64, 32, 16, 8 px at 128
+DECODER_WIDTH = 48
+SHARPNESS = 4.0  # of the smooth maximum: 0 would be the map's mean, infinity its maximum
 
 
 @keras.saving.register_keras_serializable(package="brainscan")
-class PerImageStandardization(layers.Layer):
-    """Zero mean, unit variance over the head (pixels above `floor`), per image.
+class SmoothMax(layers.Layer):
+    """Log-mean-exp of a (n, h, w, 1) map: (n, 1). Between the mean and the maximum of the cells."""
 
-    Makes the network blind to a scanner's or sequence's overall brightness and contrast.
-    """
-
-    def __init__(self, floor: float = 0.02, **kwargs):
+    def __init__(self, sharpness: float = SHARPNESS, **kwargs):
         super().__init__(**kwargs)
-        self.floor = floor
+        self.sharpness = sharpness
 
-    def call(self, images):
-        mask = ops.cast(images > self.floor, images.dtype)
-        count = ops.maximum(ops.sum(mask, axis=(1, 2, 3), keepdims=True), 1.0)
-        mean = ops.sum(images * mask, axis=(1, 2, 3), keepdims=True) / count
-        variance = ops.sum(ops.square(images - mean) * mask, axis=(1, 2, 3), keepdims=True) / count
-        return (images - mean) / ops.sqrt(variance + 1e-6)
+    def call(self, cells):
+        flat = ops.reshape(cells, (ops.shape(cells)[0], -1))
+        count = math.prod(cells.shape[1:])
+        return (ops.logsumexp(self.sharpness * flat, axis=1, keepdims=True) - math.log(count)) / self.sharpness
 
     def get_config(self):
-        return {**super().get_config(), "floor": self.floor}
-
-
-def build_classifier(size: int = IMAGE_SIZE, filters: tuple[int, ...] = DEFAULT_FILTERS,
-                     dropout: float = 0.3) -> keras.Model:
-    """(size, size, 1) in [0, 1] -> tumor probability (1,).
-
-    Every block but the last halves the resolution, so a 128 px input gives 8x8 feature maps,
-    the resolution of the heatmap.
-    """
-    inputs = keras.Input((size, size, 1), name="image")
-    x = PerImageStandardization(name="standardize")(inputs)
-    for index, width in enumerate(filters):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
-        x = layers.BatchNormalization(name=f"bn{index}")(x)
-        x = layers.ReLU(name=f"relu{index}")(x)
-        if index < len(filters) - 1:
-            x = layers.MaxPooling2D(name=f"pool{index}")(x)
-    features = x
-    x = layers.GlobalAveragePooling2D(name="gap")(features)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    logit = layers.Dense(1, name="logit")(x)
-    probability = layers.Activation("sigmoid", name="probability")(logit)
-    return keras.Model(inputs, probability, name="brainscan_cnn")
+        return {**super().get_config(), "sharpness": self.sharpness}
 
 
 @keras.saving.register_keras_serializable(package="brainscan")
-class MirrorLeftRight(layers.Layer):
-    """Flip images or maps left to right (axis 2 of NHWC)."""
+class Scale(layers.Layer):
+    """Divide by a fixed temperature (calibration; see ml.calibration)."""
 
-    def call(self, images):
-        return ops.flip(images, axis=2)
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = temperature
+
+    def call(self, logits):
+        return logits / self.temperature
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
 
 
-def build_serving_model(classifiers: keras.Model | list[keras.Model]) -> keras.Model:
-    """One graph, two outputs: the tumor probability and the class activation map.
+def _conv(x, width: int, name: str, stride: int = 1):
+    x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
 
-    The dense layer applied at each cell of a network's last feature maps gives a map of logits
-    whose mean is the network's logit, because averaging and a linear layer commute. Each network
-    assesses the slice and its mirror image (a brain is roughly symmetric, a lesion may be on either
-    side); all maps are averaged, the mirrors' flipped back, and the probability is the sigmoid of
-    the averaged map's mean: the heatmap explains exactly the probability that is reported.
+
+def build_network(size: int = IMAGE_SIZE, widths: tuple[int, ...] = DEFAULT_WIDTHS,
+                  decoder_width: int = DECODER_WIDTH, dropout: float = 0.1) -> keras.Model:
+    """(size, size, 1) standardised slice -> (size / 4, size / 4, 1) cell logits."""
+    if size % 32:
+        raise ValueError(f"The image size must be a multiple of 32, not {size}")
+    stem, *blocks = widths
+    image = keras.Input((size, size, 1), name="image")
+    x = _conv(image, stem, "stem", stride=2)
+    skips = []
+    for index, width in enumerate(blocks):
+        if index:
+            x = layers.MaxPooling2D(name=f"pool{index}")(x)
+        repeats = 1 if index == 0 else 2  # the first block runs at 64 px, where a convolution costs most
+        for repeat in range(repeats):
+            x = _conv(x, width, f"block{index}_{repeat}")
+        skips.append(x)
+    # Feature-pyramid decoder back to the map's resolution (size / MAP_STRIDE).
+    levels_up = len(blocks) - 1 - int(math.log2(MAP_STRIDE // 2))
+    y = layers.Conv2D(decoder_width, 1, name="lateral_top")(skips[-1])
+    for step in range(levels_up):
+        skip = skips[-2 - step]
+        y = layers.UpSampling2D(name=f"up{step}")(y)
+        y = layers.Add(name=f"merge{step}")([y, layers.Conv2D(decoder_width, 1, name=f"lateral{step}")(skip)])
+        y = _conv(y, decoder_width, f"decoder{step}")
+    y = layers.SpatialDropout2D(dropout, name="dropout")(y)
+    cells = layers.Conv2D(1, 1, name="cell_logits")(y)
+    return keras.Model(image, cells, name="brainscan_network")
+
+
+def build_trainer(network: keras.Model, sharpness: float = SHARPNESS) -> keras.Model:
+    """Two outputs for training: the slice logit (pooled) and the cell logits."""
+    cells = network.output
+    logit = SmoothMax(sharpness, name="logit")(cells)
+    return keras.Model(network.input, {"logit": logit, "cells": layers.Identity(name="cells")(cells)},
+                       name="trainer")
+
+
+def build_serving_model(network: keras.Model, temperature: float = 1.0, sharpness: float = SHARPNESS) -> keras.Model:
+    """One graph, two outputs: the calibrated tumor probability (n, 1) and the evidence map (n, h, w, 1),
+    each cell the calibrated probability that it holds tumor.
+
+    Calibration divides the trained slice logit by `temperature`; the cells are divided too, and
+    their smooth maximum sharpened by the same factor, so the probability stays the smooth maximum
+    of the map that is shown: smoothmax_s(c) / T == smoothmax_{s T}(c / T).
     """
-    classifiers = classifiers if isinstance(classifiers, list) else [classifiers]
-    image = keras.Input(classifiers[0].input_shape[1:], name="image")
-    mirrored = MirrorLeftRight(name="mirror")(image)
-    maps = []
-    for index, classifier in enumerate(classifiers):
-        features = classifier.get_layer(f"relu{_last_block(classifier)}").output
-        cell_logits = keras.Model(classifier.input, classifier.get_layer("logit")(features),
-                                  name=f"cell_logits_{index}")
-        maps += [cell_logits(image), MirrorLeftRight(name=f"unmirror_{index}")(cell_logits(mirrored))]
-    cam = layers.Average(name="cam")(maps)
-    logit = layers.GlobalAveragePooling2D(name="mean_logit")(cam)
+    image = keras.Input(network.input_shape[1:], name="image")
+    cells = Scale(temperature, name="calibrated_cells")(network(image))
+    logit = SmoothMax(sharpness * temperature, name="logit")(cells)
     probability = layers.Activation("sigmoid", name="probability")(logit)
-    return keras.Model(image, [probability, cam], name="brainscan_serving")
-
-
-def _last_block(classifier: keras.Model) -> int:
-    return max(int(layer.name[4:]) for layer in classifier.layers if layer.name.startswith("relu"))
+    evidence = layers.Activation("sigmoid", name="evidence")(cells)
+    return keras.Model(image, [probability, evidence], name="brainscan_serving")
 
 
 def load_serving_model(path) -> keras.Model:

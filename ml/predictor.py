@@ -1,7 +1,9 @@
 """Serve a registered model version: slices in, assessments out. TensorFlow is not imported.
 
-A Predictor loads the ONNX serving graph once and keeps it; it is built to live for the whole
-life of a worker process.
+A Predictor loads the ONNX serving graph and the quality gate once and keeps them; it is built to
+live for the whole life of a worker process. Every slice gets the network's probability and the
+gate's decision: the probability is kept for evaluation and audit, but an image the gate refuses
+is shown as "cannot be assessed" (see ml.gate).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from ml import explain
+from ml.gate import OK, Decision, Gate, check_statistics
 from ml.feature_model import contributions, feature_probability
 from ml.features import FEATURE_NAMES, texture_features
-from ml.preprocess import preprocess
+from ml.preprocess import Prepared, prepare
 from ml.registry import ModelVersion
 
 TUMOR, NO_TUMOR = "tumor", "no_tumor"
@@ -26,13 +29,18 @@ class Assessment:
     probability: float
     label: str
     threshold: float
-    heatmap: np.ndarray = field(repr=False)  # (H, W) local tumor evidence in [0, 1], source coordinates
+    heatmap: np.ndarray = field(repr=False)  # (h, w) tumor evidence in [0, 1] over the slice at working size
     features: dict[str, float]
     feature_probability: float | None
     feature_contributions: list[dict]
     model_version: str
     model_sha256: str
     timings_ms: dict[str, float]
+    quality: Decision = OK
+
+    @property
+    def usable(self) -> bool:
+        return self.quality.usable
 
 
 class Predictor:
@@ -53,42 +61,59 @@ class Predictor:
         self.threshold = float(card["threshold"]["value"])
         self.image_size = int(card["hyperparameters"]["image_size"])
         self.feature_model = card.get("feature_model")
+        gate = card.get("quality_gate")
+        self.gate = (Gate(version.path / gate["file"], gate["threshold"], threads)
+                     if gate and (version.path / gate["file"]).is_file() else None)
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, size, size, 1) -> probabilities (n,), activation maps (n, h, w)."""
-        probabilities, cams = self.session.run(None, {self.input_name: batch})
-        return probabilities.reshape(-1), cams[..., 0]
+        """(n, size, size, 1) -> probabilities (n,), evidence maps (n, h, w)."""
+        probabilities, maps = self.session.run(None, {self.input_name: batch})
+        return probabilities.reshape(-1), maps[..., 0]
 
-    def assess(self, slices: Sequence[np.ndarray], with_features: bool = True) -> list[Assessment]:
-        """Assess grayscale slices ([0, 1], any size) in one batch through the network."""
+    def assess(self, slices: Sequence[np.ndarray], with_features: bool = True,
+               modalities: Sequence[str] | None = None) -> list[Assessment]:
+        """Assess grayscale slices ([0, 1], any size) in one batch through the gate and the network.
+
+        `modalities` (one per slice, "" when unknown) lets the gate refuse a DICOM image that is not MR.
+        """
         if not slices:
             return []
         started = time.perf_counter()
-        prepared = [preprocess(gray, self.image_size) for gray in slices]
-        batch = np.stack([tensor for tensor, _ in prepared])
+        prepared = [prepare(gray, self.image_size) for gray in slices]
+        batch = np.stack([p.tensor for p in prepared])
         after_preprocess = time.perf_counter()
-        probabilities, cams = self.network(batch)
+        decisions = self.quality(prepared, [gray.shape for gray in slices], modalities)
+        after_gate = time.perf_counter()
+        probabilities, maps = self.network(batch)
         after_network = time.perf_counter()
-        heatmaps = [explain.over_head(explain.evidence(cam), box, gray)
-                    for cam, (_, box), gray in zip(cams, prepared, slices)]
+        heatmaps = [explain.over_head(evidence, p) for evidence, p in zip(maps, prepared)]
         after_heatmap = time.perf_counter()
         share = 1000.0 / len(slices)
         timings = {
             "preprocess": (after_preprocess - started) * share,
-            "inference": (after_network - after_preprocess) * share,
+            "gate": (after_gate - after_preprocess) * share,
+            "inference": (after_network - after_gate) * share,
             "heatmap": (after_heatmap - after_network) * share,
         }
         return [
-            self._assessment(probability, heatmap, tensor, dict(timings), with_features)
-            for probability, heatmap, (tensor, _) in zip(probabilities, heatmaps, prepared)
+            self._assessment(probability, heatmap, p, decision, dict(timings), with_features)
+            for probability, heatmap, p, decision in zip(probabilities, heatmaps, prepared, decisions)
         ]
 
-    def _assessment(self, probability: float, heatmap: np.ndarray, tensor: np.ndarray,
+    def quality(self, prepared: list[Prepared], shapes: list[tuple[int, int]],
+                modalities: Sequence[str] | None = None) -> list[Decision]:
+        """The gate's decisions; a version trained before the gate existed gets its rules only."""
+        modalities = list(modalities or [""] * len(prepared))
+        if self.gate is not None:
+            return self.gate.check(prepared, shapes, modalities)
+        return [check_statistics(p, shape, modality) for p, shape, modality in zip(prepared, shapes, modalities)]
+
+    def _assessment(self, probability: float, heatmap: np.ndarray, prepared: Prepared, quality: Decision,
                     timings: dict[str, float], with_features: bool) -> Assessment:
         features, feature_p, parts = {}, None, []
-        if with_features:
+        if with_features and quality.usable:
             started = time.perf_counter()
-            features = texture_features(tensor)
+            features = texture_features(prepared.tensor)
             if self.feature_model:
                 vector = np.array([features[name] for name in FEATURE_NAMES])
                 feature_p = float(feature_probability(self.feature_model, vector)[0])
@@ -100,5 +125,5 @@ class Predictor:
             threshold=self.threshold, heatmap=heatmap, features=features,
             feature_probability=feature_p, feature_contributions=parts,
             model_version=self.version, model_sha256=self.sha256,
-            timings_ms={**timings, "total": sum(timings.values())},
+            timings_ms={**timings, "total": sum(timings.values())}, quality=quality,
         )

@@ -1,8 +1,14 @@
-"""The one preprocessing function shared by training, evaluation and serving.
+"""The one preprocessing function shared by training, evaluation, the CLI and the worker.
 
-grayscale [0, 1] slice -> crop to the head -> pad to a square -> resize -> scale intensities so
-that the brightest tissue is 1. Per-image standardisation happens inside the network (see
-`ml.model.PerImageStandardization`) so that intensity augmentation is applied before it.
+    grayscale slice (any size) -> working copy of at most WORK_SIDE pixels -> head mask (smoothed
+    Otsu on the distance from the background level, largest component, holes filled) -> air set to
+    zero -> square crop around the head -> IMAGE_SIZE x IMAGE_SIZE -> intensities standardised by
+    percentiles of the head.
+
+Every allocation is bounded by WORK_SIDE, whatever the input's size or shape: a slice of 390,625 x
+64 pixels costs no more than one of 256 x 256. The head is found from the background level of the
+image's border, so a black, a noisy or a white background give the same head; intensities are
+standardised on the head only, so neither the air nor a scanner's brightness moves them.
 """
 
 from __future__ import annotations
@@ -11,60 +17,180 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 IMAGE_SIZE = 128
-HEAD_THRESHOLD = 0.08  # fraction of the slice's bright level; below it is air or coil noise
-MARGIN = 0.04  # fraction of the box side kept around the head
-BRIGHT_PERCENTILE = 99.5
+MAP_STRIDE = 4  # the network's evidence map has one cell per 4 x 4 input pixels (32 x 32 at 128)
+WORK_SIDE = 256  # cropping runs on a copy at most this large
+MASK_SIDE = 128  # the head is found on a smaller copy still: a head is large, and this keeps it under 2 ms
+SMOOTH_SIGMA = 1.0  # mask pixels; enough to silence pixel noise before thresholding
+BORDER = 0.04  # share of each side read as the background ring
+RING_BINS = 32
+MIN_CONTRAST = 0.03  # below this head-to-background difference the image holds no head
+FLOOR = 0.06  # the head threshold is at least this share of the head's contrast (scale-free)
+NOISE_MULTIPLE = 6.0  # the head differs from the air by more than this many noise deviations
+OPENING = 2  # iterations of the 3 x 3 opening that cuts thin bridges off the head
+MIN_HEAD_SHARE = 0.01  # a "head" smaller than this share of the image is noise
+MARGIN = 0.05  # share of the crop's side kept around the head
+HEAD_PERCENTILES = (1.0, 99.0)
+# The head's 99th percentile maps to this value, not 1, so brighter structure (a FLAIR lesion can be the
+# brightest tissue of a slice) keeps its contrast instead of being clipped.
+BRIGHT_LEVEL = 0.75
 
 
 class Box(NamedTuple):
-    """A square region of the source image, in source pixels; may extend past the edges."""
+    """A square region of the working image, in working pixels; may extend past the edges."""
 
     top: int
     left: int
     side: int
 
 
-def head_box(gray: np.ndarray) -> Box:
-    """The smallest square around the pixels brighter than the background, with a margin."""
+class Prepared(NamedTuple):
+    tensor: np.ndarray  # (IMAGE_SIZE, IMAGE_SIZE, 1) float32 in [0, 1]: the network's input
+    head: np.ndarray  # (IMAGE_SIZE, IMAGE_SIZE) bool: the head mask over the tensor
+    work: np.ndarray  # (h, w) float32: the slice at working size (longest side <= WORK_SIDE)
+    box: Box  # where the tensor was cut from `work`
+    head_fraction: float  # share of the slice covered by the head
+
+
+def working_copy(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """The slice shrunk (area-averaged) so that its longest side is at most `side`; never enlarged."""
     height, width = gray.shape
-    bright = np.percentile(gray, BRIGHT_PERCENTILE)
-    mask = gray > HEAD_THRESHOLD * bright if bright > 0 else np.zeros_like(gray, dtype=bool)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+    scale = side / max(height, width)
+    if scale >= 1:
+        return gray.astype(np.float32, copy=False)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.BOX))
+
+
+def background_level(image: np.ndarray) -> tuple[float, float]:
+    """The most common level of the ring along the image's border (the air, whatever its brightness),
+    and its noise (1.4826 x the median absolute deviation of the ring pixels near that level).
+
+    The mode rather than the median: a frame along some edges must not pass for the background.
+    """
+    height, width = image.shape
+    band = max(1, int(round(BORDER * min(height, width))))
+    ring = np.concatenate([image[:band].ravel(), image[-band:].ravel(), image[:, :band].ravel(),
+                           image[:, -band:].ravel()]).astype(np.float64)
+    low, high = float(ring.min()), float(ring.max())
+    counts, edges = np.histogram(ring, bins=RING_BINS, range=(low, max(high, low + 1e-3)))
+    peak = int(np.argmax(counts))
+    near = ring[(ring >= edges[max(peak - 1, 0)]) & (ring <= edges[min(peak + 2, RING_BINS)])]
+    level = float(np.median(near))
+    return level, float(1.4826 * np.median(np.abs(near - level)))
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of an array (maximises the between-class variance of its histogram)."""
+    low, high = float(values.min()), float(values.max())
+    step = max(high - low, 1e-12) / bins
+    counts = np.bincount(np.minimum(((values.ravel() - low) / step).astype(np.int64), bins - 1), minlength=bins)
+    centres = low + (np.arange(bins) + 0.5) * step
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(counts * centres) / np.maximum(weight_low, 1)
+    mean_high = ((counts * centres).sum() - np.cumsum(counts * centres)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean mask of the head in a (working-size) slice; empty when the slice holds no head.
+
+    The threshold on the distance from the background level is Otsu's, but never higher than a few
+    times the background's own noise (a dim head on a lifted background must not lose its darker
+    half) nor lower than a share of the head's contrast (so that it scales with the image). An opening cuts thin bridges (a frame, a line of text) before the largest component is kept.
+    """
+    smooth = ndimage.gaussian_filter(image, SMOOTH_SIGMA, mode="nearest")
+    level, spread = background_level(smooth)
+    distance = np.abs(smooth - level)
+    contrast = float(np.percentile(distance, 99.5))
+    if contrast < MIN_CONTRAST:
+        return np.zeros(image.shape, bool)
+    threshold = max(FLOOR * contrast, min(otsu_threshold(distance), NOISE_MULTIPLE * spread))
+    foreground = ndimage.binary_opening(distance > threshold, iterations=OPENING)
+    labels, count = ndimage.label(foreground)
+    if count == 0:
+        return foreground
+    sizes = np.bincount(labels.ravel())[1:]
+    largest = labels == (int(np.argmax(sizes)) + 1)
+    if largest.mean() < MIN_HEAD_SHARE:
+        return np.zeros(image.shape, bool)
+    return ndimage.binary_fill_holes(largest)
+
+
+def head_box(mask: np.ndarray) -> Box:
+    """The smallest square around the mask, with a margin; the whole image when the mask is empty."""
+    height, width = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size < 2 or cols.size < 2:
-        return Box(top=(height - max(height, width)) // 2, left=(width - max(height, width)) // 2,
-                   side=max(height, width))
+        side = max(height, width)
+        return Box(top=(height - side) // 2, left=(width - side) // 2, side=side)
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    side = int(round(max(bottom - top, right - left) * (1 + 2 * MARGIN)))
-    centre_row, centre_col = (top + bottom) // 2, (left + right) // 2
-    return Box(top=int(centre_row - side // 2), left=int(centre_col - side // 2), side=side)
+    side = max(2, int(round(max(bottom - top, right - left) * (1 + 2 * MARGIN))))
+    return Box(top=int((top + bottom) // 2 - side // 2), left=int((left + right) // 2 - side // 2), side=side)
 
 
-def crop_square(gray: np.ndarray, box: Box) -> np.ndarray:
-    """Cut `box` out of the image, padding with black where it extends past the edges."""
-    height, width = gray.shape
+def scaled_box(box: Box, factor: float) -> Box:
+    """The same square on an image `factor` times larger."""
+    if factor == 1:
+        return box
+    return Box(top=int(round(box.top * factor)), left=int(round(box.left * factor)),
+               side=max(2, int(round(box.side * factor))))
+
+
+def crop_square(image: np.ndarray, box: Box) -> np.ndarray:
+    """Cut `box` out of the image, padding with zero (air) where it extends past the edges."""
+    height, width = image.shape
     out = np.zeros((box.side, box.side), dtype=np.float32)
-    src_top, src_left = max(box.top, 0), max(box.left, 0)
-    src_bottom, src_right = min(box.top + box.side, height), min(box.left + box.side, width)
-    out[src_top - box.top:src_bottom - box.top, src_left - box.left:src_right - box.left] = (
-        gray[src_top:src_bottom, src_left:src_right]
-    )
+    top, left = max(box.top, 0), max(box.left, 0)
+    bottom, right = min(box.top + box.side, height), min(box.left + box.side, width)
+    if bottom > top and right > left:
+        out[top - box.top:bottom - box.top, left - box.left:right - box.left] = image[top:bottom, left:right]
     return out
 
 
-def resize(gray: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased resize of a float image to size x size."""
-    return np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of a float image to size x size (or (width, height))."""
+    target = (size, size) if isinstance(size, int) else size
+    return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(target, Image.BILINEAR))
 
 
-def preprocess(gray: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.ndarray, Box]:
-    """Return the network input (size, size, 1) float32 in [0, 1] and the head box it came from."""
-    if gray.ndim != 2:
+def standardise(values: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Head intensities to [0, 1] by the head's own percentiles; the air stays 0."""
+    inside = values[head]
+    if inside.size < 16:
+        return np.zeros_like(values)
+    low, high = np.percentile(inside, HEAD_PERCENTILES)
+    if high - low < 1e-6:
+        return np.where(head, 0.5, 0.0).astype(np.float32)
+    scaled = (values - low) / (high - low) * BRIGHT_LEVEL
+    return np.clip(scaled, 0.0, 1.0) * head
+
+
+def prepare(gray: np.ndarray, size: int = IMAGE_SIZE) -> Prepared:
+    """Everything the network, the heatmap and the quality gate need from one slice."""
+    if gray.ndim != 2 or min(gray.shape) < 1:
         raise ValueError(f"preprocess expects a 2-D grayscale array, got shape {gray.shape}")
-    box = head_box(gray)
-    square = resize(crop_square(gray, box), size)
-    bright = np.percentile(square, BRIGHT_PERCENTILE)
-    scaled = np.clip(square / bright, 0.0, 1.0) if bright > 0 else np.zeros_like(square)
-    return scaled.astype(np.float32)[..., np.newaxis], box
+    work = np.nan_to_num(working_copy(gray), nan=0.0, posinf=0.0, neginf=0.0)
+    small = working_copy(work, MASK_SIDE)
+    mask = head_mask(small)
+    box = scaled_box(head_box(mask), work.shape[0] / small.shape[0])
+    head = resize(crop_square(resize(mask.astype(np.float32), work.shape[::-1]), box), size) > 0.5
+    square = resize(crop_square(work, box), size)
+    tensor = standardise(square, head).astype(np.float32)[..., np.newaxis]
+    return Prepared(tensor=tensor, head=head, work=work, box=box, head_fraction=float(mask.mean()))
+
+
+def preprocess(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The network input (size, size, 1) float32 in [0, 1] of a grayscale slice."""
+    return prepare(gray, size).tensor
+
+
+def crop_like(mask: np.ndarray, prepared: Prepared, size: int) -> np.ndarray:
+    """A map over the source slice (a tumor mask) cut and scaled exactly like the slice: (size, size) in [0, 1]."""
+    height, width = prepared.work.shape
+    work = resize(mask.astype(np.float32), (width, height)) if mask.shape != (height, width) else mask
+    return np.clip(resize(crop_square(work.astype(np.float32), prepared.box), size), 0.0, 1.0)

@@ -1,9 +1,10 @@
 """Model versions on disk: one folder per version holding the weights, the card and checksums.
 
     <root>/<version>/model.keras   the trained classifier (for evaluation and further training)
-    <root>/<version>/model.onnx    the serving graph: probability and class activation map
+    <root>/<version>/model.onnx    the serving graph: probability and evidence map
+    <root>/<version>/gate.onnx     the quality gate's learned check (ml.gate)
     <root>/<version>/card.json     the model card
-    <root>/<version>/SHA256SUMS    sha256 of every file above but the card
+    <root>/<version>/SHA256SUMS    sha256 of every file above, the card included
     <root>/ACTIVE                  the version the application serves
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 CARD = "card.json"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
+GATE_FILE = "gate.onnx"
 CHECKSUMS = "SHA256SUMS"
 ACTIVE = "ACTIVE"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -115,10 +117,12 @@ class ModelRegistry:
         return name
 
     def register(self, name: str, files: dict[str, Path], card: dict, activate: bool = False) -> ModelVersion:
-        """Move the given files into a new version folder, checksum them and write the card.
+        """Move the given files into a new version folder, write the card and checksum them all.
 
         `files` maps the name inside the folder to a file written elsewhere by the caller.
-        The card records the serving file's sha256 so a prediction can name the exact weights.
+        The card records the weights' sha256 so a prediction can name the exact weights; SHA256SUMS
+        covers the card too (it holds the threshold and the calibration the predictor applies), so
+        a card edited after training is detected like a changed weight.
         """
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=False)
@@ -126,9 +130,10 @@ class ModelRegistry:
         for target, source in files.items():
             shutil.move(source, folder / target)
             sums[target] = sha256_of(folder / target)
-        (folder / CHECKSUMS).write_text("".join(f"{digest}  {target}\n" for target, digest in sorted(sums.items())))
         card = {**card, "version": name, "sha256": sums}
         (folder / CARD).write_text(json.dumps(card, indent=2, sort_keys=False, default=_json_default) + "\n")
+        sums[CARD] = sha256_of(folder / CARD)
+        (folder / CHECKSUMS).write_text("".join(f"{digest}  {target}\n" for target, digest in sorted(sums.items())))
         if activate:
             self.activate(name)
         return ModelVersion(name, folder)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from ml.data import class_label, find_samples, load_dataset
-from ml.imaging import UnreadableImage, read_image
+from ml.imaging import Limits, UnreadableImage, read_image
 
 pytestmark = pytest.mark.no_db
 
@@ -75,10 +75,51 @@ def test_unreadable_inputs_raise_a_clear_error(data, message):
         read_image(data)
 
 
-def test_pixel_limit_is_enforced_before_decoding():
-    big = _png(Image.new("L", (3000, 3000)))
-    with pytest.raises(UnreadableImage, match="too many pixels|limit"):
-        read_image(big, max_pixels=1_000_000)
+@pytest.mark.parametrize("size,mode,limits,message", [
+    ((3000, 3000), "L", Limits(max_pixels=1_000_000), "the limit is 1,000,000"),
+    ((390_625, 64), "L", Limits(), "no side may exceed"),
+    ((4000, 64), "L", Limits(), "times longer than wide"),
+    ((3000, 3000), "RGBA", Limits(max_decoded_bytes=16 * 1024 * 1024), "once decoded"),
+])
+def test_size_limits_are_enforced_from_the_header_before_decoding(size, mode, limits, message, monkeypatch):
+    data = _png(Image.new(mode, size))
+
+    def refuse_to_decode(self, *args, **kwargs):
+        raise AssertionError("decoded before its size was checked")
+
+    monkeypatch.setattr(Image.Image, "load", refuse_to_decode)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", refuse_to_decode)
+    with pytest.raises(UnreadableImage, match=message) as raised:
+        read_image(data, limits)
+    assert raised.value.code == "too_large"
+
+
+def test_sixteen_bit_images_are_windowed_by_percentiles_not_their_maximum():
+    """One hot pixel used to leave the rest of a 16-bit slice in 17 grey levels."""
+    values = np.tile(np.linspace(0, 4000, 200), (200, 1)).astype(np.uint16)
+    values[0, 0] = 65535
+    gray = read_image(_png(Image.fromarray(values)))
+    assert len(np.unique(np.round(gray * 255))) > 200 * 0.9
+    assert gray[100, 100] == pytest.approx(values[100, 100] / 4000, abs=0.02)
+
+
+def test_exif_orientation_is_applied():
+    pixels = np.zeros((40, 60), np.uint8)
+    pixels[:, :10] = 255  # a bright band on the left
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    gray = read_image(buffer.getvalue())
+    assert gray.shape == (60, 40) and gray[:10].mean() > 0.8 and gray[-10:].mean() < 0.2
+
+
+def test_a_large_image_is_shrunk_as_soon_as_it_is_decoded():
+    from ml.imaging import SLICE_SIDE
+
+    big = read_image(_png(Image.new("L", (3000, 2000), 90)))
+    assert max(big.shape) == SLICE_SIDE and big.shape == (683, SLICE_SIDE)
 
 
 def test_unreadable_files_are_skipped_with_a_warning_and_a_count(tmp_path, caplog):
@@ -102,3 +143,23 @@ def test_cache_returns_identical_arrays(tmp_path):
     assert list((tmp_path / "cache").iterdir())
     np.testing.assert_array_equal(first.images, second.images)
     assert first.paths == second.paths and first.subtypes == second.subtypes
+
+
+def test_a_collection_with_a_slice_table_names_patients_institutions_sequences_and_masks(tmp_path):
+    root = tmp_path / "lgg"
+    lesion = np.zeros((64, 64), np.uint8)
+    lesion[20:30, 30:40] = 255
+    rows = ["patient,institution,slice,sequence,image,mask,mask_pixels,head_fraction,label"]
+    for patient, institution in (("P1", "AA"), ("P2", "BB")):
+        for index, tumor in ((1, False), (2, True)):
+            save(root / "images" / patient / f"{index}-flair.png", gradient("L", (64, 64)))
+            save(root / "masks" / patient / f"{index}.png", Image.fromarray(lesion if tumor else lesion * 0))
+            rows.append(f"{patient},{institution},{index},flair,images/{patient}/{index}-flair.png,"
+                        f"masks/{patient}/{index}.png,{100 if tumor else 0},0.5,{'tumor' if tumor else 'no_tumor'}")
+    (root / "slices.csv").write_text("\n".join(rows) + "\n")
+    samples = find_samples(root)
+    assert [(s.subject, s.institution, s.sequence, s.label) for s in samples] == [
+        ("P1", "AA", "flair", 0), ("P1", "AA", "flair", 1), ("P2", "BB", "flair", 0), ("P2", "BB", "flair", 1)]
+    dataset = load_dataset(root, size=64)
+    assert dataset.cells.shape == (4, 16, 16) and dataset.has_cells.all()
+    assert dataset.cells[0].max() == 0 and dataset.cells[1].max() > 0.5  # the lesion, cut like the slice

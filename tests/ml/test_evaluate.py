@@ -55,3 +55,34 @@ def test_threshold_keeps_the_target_sensitivity_and_is_as_high_as_possible():
 def test_recall_by_group():
     recall = evaluate.recall_by_group([1, 1, 0, 0], [0.9, 0.1, 0.2, 0.8], 0.5, ["glioma", "glioma", "no", "no"])
     assert recall == {"glioma": 0.5, "no": 0.5}
+
+
+def test_threshold_keeps_each_collections_own_target():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(300, int), np.zeros(300, int)]
+    scores = np.r_[rng.beta(6, 2, 150), rng.beta(3, 2, 150), rng.beta(2, 6, 300)]
+    groups = np.array(["easy"] * 150 + ["hard"] * 150 + ["easy"] * 150 + ["hard"] * 150, dtype=object)
+    threshold, rationale = evaluate.choose_threshold(labels, scores, 0.95, groups=groups, targets={"hard": 0.8})
+    easy, hard = groups == "easy", groups == "hard"
+    assert evaluate.metrics(labels[easy], scores[easy], threshold)["sensitivity"] >= 0.95
+    assert evaluate.metrics(labels[hard], scores[hard], threshold)["sensitivity"] >= 0.8
+    assert "easy (target 0.95)" in rationale and "hard (target 0.80)" in rationale
+
+
+def test_patient_intervals_are_wider_than_slice_intervals_when_patients_differ():
+    """Slices of one patient are alike; resampling patients shows the uncertainty that slices hide."""
+    rng = np.random.default_rng(2)
+    patients = np.repeat([f"P{i}" for i in range(12)], 40)
+    labels = np.tile(np.r_[np.ones(15, int), np.zeros(25, int)], 12)
+    patient_effect = np.repeat(rng.normal(0, 1.5, 12), 40)
+    scores = 1 / (1 + np.exp(-(2.5 * (labels - 0.5) * 2 + patient_effect + rng.normal(0, 0.5, len(labels)))))
+    by_slice = evaluate.metrics(labels, scores, 0.5)
+    by_patient = evaluate.metrics(labels, scores, 0.5, clusters=patients)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(by_patient["ci95"]["sensitivity"]) > 1.5 * width(by_slice["ci95"]["sensitivity"])
+    assert by_patient["patients"] == 12 and by_patient["sensitivity"] == by_slice["sensitivity"]
+
+
+def test_rates_say_none_where_there_is_nothing_to_count():
+    assert evaluate.rates([0, 0], [0.9, 0.1], 0.5) == {"n": 2, "sensitivity": None, "specificity": 0.5,
+                                                      "tp": 0, "fp": 1, "tn": 1, "fn": 0}

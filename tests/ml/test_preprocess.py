@@ -2,41 +2,67 @@ import numpy as np
 import pytest
 
 from ml.data import load_dataset
-from ml.imaging import encode_png, read_image
+from ml.files import read_file
+from ml.imaging import as_stored, encode_png, read_image, read_stored
 from ml.phantoms import make_phantom, write_phantom_folder
 from ml.predictor import Predictor
-from ml.preprocess import IMAGE_SIZE, crop_square, head_box, preprocess
+from ml.preprocess import IMAGE_SIZE, WORK_SIDE, head_mask, prepare, preprocess
 
 pytestmark = pytest.mark.no_db
 
 
 def test_output_shape_range_and_dtype():
-    tensor, box = preprocess(make_phantom(0, True, size=300))
-    assert tensor.shape == (IMAGE_SIZE, IMAGE_SIZE, 1)
-    assert tensor.dtype == np.float32
-    assert 0.0 <= tensor.min() and tensor.max() <= 1.0
-    assert box.side > 0
+    prepared = prepare(make_phantom(0, True, size=300))
+    assert prepared.tensor.shape == (IMAGE_SIZE, IMAGE_SIZE, 1) and prepared.tensor.dtype == np.float32
+    assert 0.0 <= prepared.tensor.min() and prepared.tensor.max() <= 1.0
+    assert prepared.head.shape == (IMAGE_SIZE, IMAGE_SIZE) and 0.3 < prepared.head_fraction < 0.9
 
 
 def test_crop_finds_the_head_in_a_padded_slice():
     head = make_phantom(3, False, size=100)
     canvas = np.zeros((400, 300), np.float32)
     canvas[250:350, 40:140] = head
-    box = head_box(canvas)
-    assert 230 <= box.top <= 260 and 20 <= box.left <= 50 and 90 <= box.side <= 120
-    cropped = crop_square(canvas, box)
-    assert cropped.shape == (box.side, box.side)
-    assert cropped.sum() == pytest.approx(canvas.sum(), rel=1e-6)
+    prepared = prepare(canvas)
+    scale = prepared.work.shape[0] / 400
+    box = prepared.box
+    assert abs(box.top / scale - 245) < 20 and abs(box.left / scale - 35) < 20 and abs(box.side / scale - 110) < 20
+    assert prepared.head_fraction == pytest.approx((np.pi * 0.4 * 0.32 * 100 * 100) / (400 * 300), rel=0.5)
 
 
 def test_intensity_scale_does_not_change_the_tensor():
     gray = make_phantom(5, True)
-    np.testing.assert_allclose(preprocess(gray)[0], preprocess(gray * 0.4)[0], atol=1e-5)
+    np.testing.assert_allclose(preprocess(gray), preprocess(gray * 0.4), atol=1e-4)
 
 
-def test_blank_image_gives_zeros_not_nan():
-    tensor, _ = preprocess(np.zeros((64, 64), np.float32))
-    assert np.isfinite(tensor).all() and tensor.max() == 0
+@pytest.mark.parametrize("background", ["noise", "white", "lifted"])
+def test_the_same_head_on_another_background(background):
+    """The head is found from the border's level, so noise in the air, a white or a lifted background
+    leave the crop where it was (the audit found a white background turning a slice's answer around)."""
+    gray = make_phantom(8, True)
+    air = make_phantom(8, True) < 0.02
+    rng = np.random.default_rng(0)
+    other = {"noise": np.clip(gray + rng.normal(0, 0.02, gray.shape) * air, 0, 1),
+             "white": np.where(air, 1.0, gray),
+             "lifted": gray * 0.8 + 0.2}[background].astype(np.float32)
+    clean, shifted = prepare(gray), prepare(other)
+    assert abs(clean.box.side - shifted.box.side) <= 0.05 * clean.box.side
+    assert (clean.head == shifted.head).mean() > 0.95
+
+
+def test_blank_uniform_and_noise_images_give_no_head():
+    rng = np.random.default_rng(1)
+    for image in (np.zeros((64, 64), np.float32), np.ones((80, 80), np.float32),
+                  rng.random((224, 224)).astype(np.float32)):
+        prepared = prepare(image)
+        assert np.isfinite(prepared.tensor).all()
+        assert prepared.head_fraction < 0.03
+    assert not head_mask(np.full((50, 50), 0.3, np.float32)).any()
+
+
+def test_a_long_thin_image_costs_no_more_than_a_small_one():
+    """A 390,625 x 64 slice used to allocate 390,625^2 floats in the crop; everything is bounded by WORK_SIDE."""
+    prepared = prepare(np.zeros((64, 390_625), np.float32))
+    assert max(prepared.work.shape) <= WORK_SIDE and prepared.box.side <= 2 * WORK_SIDE
 
 
 def test_training_and_serving_give_the_same_tensor_for_the_same_file(tmp_path, tiny_model, monkeypatch):
@@ -53,7 +79,9 @@ def test_training_and_serving_give_the_same_tensor_for_the_same_file(tmp_path, t
         np.testing.assert_array_equal(seen[-1][0], training.images[index])
 
 
-def test_reencoded_upload_is_what_the_model_sees():
-    gray = make_phantom(11, True)
-    stored = read_image(encode_png(gray))
-    assert np.abs(stored - gray).max() <= 0.5 / 255 + 1e-6
+def test_the_stored_slice_is_what_the_model_sees():
+    gray = make_phantom(11, True) ** 1.7  # values between 8-bit levels
+    stored = read_stored(encode_png(gray))
+    np.testing.assert_array_equal(stored, as_stored(gray))
+    assert np.abs(stored - gray).max() <= 0.5 / 65535 + 1e-7
+    assert read_file(encode_png(gray)).slices[0].shape == gray.shape

@@ -1,4 +1,4 @@
-"""Train a CNN from scratch on a labelled folder and register it as a new model version."""
+"""Train the model on one or more labelled collections and register it, or run one external validation fold."""
 
 import tempfile
 from pathlib import Path
@@ -6,64 +6,94 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ml.model import DEFAULT_FILTERS
+from ml.model import DEFAULT_WIDTHS
+
+EXTERNAL_FOLDER = "external-validation"
+
+
+def request_report(version) -> None:
+    """Ask a worker for the new version's model report now, so the page has it when someone opens it."""
+    from django.db import DatabaseError
+
+    from analytics.services import request_model_report
+
+    try:
+        request_model_report(version)
+    except DatabaseError:  # no database here (a training machine): the page asks for it when opened
+        pass
 
 
 class Command(BaseCommand):
-    help = ("Train the CNN on DIR (subfolders name the class: glioma, meningioma, pituitary, tumor, yes / notumor, "
-            "no_tumor, no, normal, healthy; a Training/Testing level is understood) and register a model version.")
+    help = ("Train the network on the collections given with --data (folders of class folders: glioma, meningioma, "
+            "pituitary, tumor, yes / notumor, no_tumor, no, normal, healthy, a Training/Testing level understood; "
+            "or a folder with a slices.csv, like tcga-lgg) and register a model version. With "
+            "--leave-out-institution, train the same recipe without that institution and write its external "
+            "validation figures instead.")
 
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group(required=True)
-        source.add_argument("--data", type=Path, help="Folder of labelled images")
+        source.add_argument("--data", type=Path, action="append", help="A collection folder (repeat for several)")
         source.add_argument("--phantoms", type=int, metavar="N",
                             help="Train a demo model on N synthetic phantoms per class instead of real data")
-        parser.add_argument("--epochs", type=int, default=40)
+        parser.add_argument("--epochs", type=int, default=30)
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--no-augment", action="store_true", help="Train without data augmentation")
-        parser.add_argument("--ablation", action="store_true",
-                            help="Also train the same network with augmentation switched the other way, and record "
-                                 "both results in the model card (hypothesis H2)")
-        parser.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)),
-                            help="Filters per convolutional block, comma-separated")
-        parser.add_argument("--patience", type=int, default=10, help="Early-stopping patience in epochs")
-        parser.add_argument("--ensemble", type=int, default=2,
-                            help="Networks trained from consecutive seeds and averaged by the served model")
+        parser.add_argument("--no-augment", action="store_true", help="Train without acquisition-shift augmentation")
+        parser.add_argument("--variants", type=int, default=6,
+                            help="Augmented copies of each training slice, used one per epoch in turn")
+        parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
+                            help="Filters of the stem and of each encoder block, comma-separated")
+        parser.add_argument("--patience", type=int, default=8, help="Early-stopping patience in epochs")
+        parser.add_argument("--leave-out-institution", metavar="CODE",
+                            help="Run the external validation fold that holds this institution out (e.g. CS)")
+        parser.add_argument("--external-dir", type=Path, default=None,
+                            help=f"Where fold figures are written and read (default: the registry's {EXTERNAL_FOLDER}/)")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the served model")
         parser.add_argument("--registry", type=Path, default=None, help="Model registry folder (default: settings)")
 
     def handle(self, *args, **options):
-        from ml.pipeline import train_and_register
+        from ml.pipeline import external_fold, train_and_register
         from ml.train import TrainConfig
 
         try:
-            filters = tuple(int(f) for f in options["filters"].split(","))
+            widths = tuple(int(w) for w in options["widths"].split(","))
         except ValueError:
-            raise CommandError("--filters takes comma-separated integers, e.g. 16,32,64,128,128") from None
-        if options["epochs"] < 1 or options["ensemble"] < 1:
-            raise CommandError("--epochs and --ensemble must be at least 1")
+            raise CommandError("--widths takes comma-separated integers, e.g. 24,32,48,96,192") from None
+        if len(widths) < 4:
+            raise CommandError("--widths needs a stem and at least three blocks")
+        if options["epochs"] < 1 or options["variants"] < 1:
+            raise CommandError("--epochs and --variants must be at least 1")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
-                             filters=filters, patience=options["patience"], ensemble=options["ensemble"])
+                             variants=options["variants"], widths=widths, patience=options["patience"])
         registry = options["registry"] or settings.MODEL_DIR
+        external_dir = options["external_dir"] or Path(registry) / EXTERNAL_FOLDER
+        cache = settings.VAR_DIR / "cache"
         with tempfile.TemporaryDirectory() as tmp:
             if options["phantoms"]:
                 from ml.phantoms import write_phantom_folder
 
-                data, prefix, citation = write_phantom_folder(Path(tmp) / "phantoms", options["phantoms"],
-                                                              seed=options["seed"]), "phantom", "Synthetic phantoms"
+                folders, prefix = [write_phantom_folder(Path(tmp) / "phantoms", options["phantoms"],
+                                                        seed=options["seed"])], "phantom"
             else:
-                data, prefix, citation = options["data"], "cnn", None
-                if not data.is_dir():
-                    raise CommandError(f"No such folder: {data}")
-            kwargs = {"citation": citation} if citation else {}
+                folders, prefix = options["data"], "cnn"
+                for folder in folders:
+                    if not folder.is_dir():
+                        raise CommandError(f"No such folder: {folder}")
             try:
-                version = train_and_register(data, registry, config, ablation=options["ablation"],
-                                             activate=not options["no_activate"], verbose=1, name_prefix=prefix,
-                                             cache_dir=settings.VAR_DIR / "cache", **kwargs)
+                if options["leave_out_institution"]:
+                    path = external_fold(folders, options["leave_out_institution"], external_dir, config,
+                                         cache_dir=cache)
+                    self.stdout.write(self.style.SUCCESS(f"Wrote {path}"))
+                    return
+                version = train_and_register(folders, registry, config, activate=not options["no_activate"],
+                                             verbose=1, name_prefix=prefix, cache_dir=cache,
+                                             external_dir=external_dir)
             except (ValueError, FileNotFoundError) as error:
                 raise CommandError(str(error)) from error
         card = version.card
-        test = card["metrics"]["test"]
         self.stdout.write(self.style.SUCCESS(f"Registered {version.name} in {registry}"))
-        self.stdout.write(f"test: AUC {test['auc']:.4f}, sensitivity {test['sensitivity']:.3f}, specificity "
-                          f"{test['specificity']:.3f} at threshold {card['threshold']['value']:.4f}")
+        if registry == settings.MODEL_DIR:
+            request_report(version)
+        for source, figures in card["metrics"]["test_by_source"].items():
+            test = figures["all"]
+            self.stdout.write(f"test, {source}: AUC {test['auc']:.4f}, sensitivity {test['sensitivity']:.3f}, "
+                              f"specificity {test['specificity']:.3f} at threshold {card['threshold']['value']:.4f}")

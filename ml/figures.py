@@ -1,0 +1,177 @@
+"""The figures a model card reports on held-out slices: per collection, sequence and institution,
+where the evidence lies, and how the model holds up under shifts it was not trained on.
+
+Intervals on a collection that names its patients resample patients, not slices (ml.evaluate).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml import calibration, evaluate, explain, stress
+from ml.data import Dataset, read_mask
+from ml.imaging import read_image
+from ml.preprocess import prepare, resize
+
+REPORTED = ("n", "accuracy", "sensitivity", "specificity", "auc", "tp", "fp", "tn", "fn", "ci95", "patients")
+
+
+def _brief(result: dict) -> dict:
+    return {key: result[key] for key in REPORTED if key in result}
+
+
+def slice_metrics(dataset: Dataset, index: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
+    """Metrics of `scores` (one per row of `index`), with patient-level intervals where patients are named."""
+    subjects = dataset.column("subject")[index]
+    clusters = subjects if (subjects != "").all() else None
+    return evaluate.metrics(dataset.labels[index], scores, threshold, seed, clusters=clusters)
+
+
+def breakdown(dataset: Dataset, index: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Figures overall and per collection; within a collection, per sequence and per institution."""
+    out = {"all": _brief(evaluate.metrics(dataset.labels[index], scores, threshold)), "by_source": {}}
+    sources = dataset.column("source")[index]
+    for source in sorted(set(sources)):
+        rows = sources == source
+        entry = {"all": _brief(slice_metrics(dataset, index[rows], scores[rows], threshold))}
+        for attribute in ("sequence", "institution"):
+            values = dataset.column(attribute)[index[rows]]
+            if (values != "").all() and len(set(values)) > 1:
+                entry[f"by_{attribute}"] = {
+                    str(value): _brief(slice_metrics(dataset, index[rows][values == value], scores[rows][values == value],
+                                                     threshold))
+                    for value in sorted(set(values))}
+        subtypes = np.asarray(dataset.subtypes, dtype=object)[index[rows]]
+        entry["recall_by_subtype"] = evaluate.recall_by_group(dataset.labels[index[rows]], scores[rows], threshold,
+                                                              list(subtypes))
+        out["by_source"][str(source)] = entry
+    return out
+
+
+def localization(dataset: Dataset, index: np.ndarray, serve, threshold: float) -> dict:
+    """Where the evidence lies on the tumor slices of `index` that have a mask, at the image's resolution.
+
+    pointing_game: share of slices whose map peak lies on the lesion dilated by 8 px;
+    mass_in_mask: share of the map's evidence on the lesion (mean and median over slices);
+    cells_above_half: share of head cells above 0.5, on tumor and on no-tumor slices (a saturated
+    map lights up most of the head; a useful one only the lesion).
+    """
+    tumor = [i for i in index if dataset.labels[i] == 1 and dataset.samples[i].mask is not None]
+    normal = [i for i in index if dataset.labels[i] == 0][:len(tumor) or None]
+    hits, masses, patients, above = [], [], [], {"tumor": [], "no_tumor": []}
+    for kind, rows in (("tumor", tumor), ("no_tumor", normal)):
+        for start in range(0, len(rows), 64):
+            chunk = rows[start:start + 64]
+            prepared = [prepare(read_image(dataset.samples[i].path)) for i in chunk]
+            _, maps = serve(np.stack([p.tensor for p in prepared]))
+            for i, p, evidence in zip(chunk, prepared, maps):
+                head_cells = resize(p.head.astype(np.float32), evidence.shape[0]) > 0.5
+                above[kind].append(float((evidence[head_cells] > 0.5).mean()) if head_cells.any() else 0.0)
+                if kind == "tumor":
+                    heat = explain.over_head(evidence, p)
+                    mask = read_mask(dataset.samples[i].mask)
+                    hits.append(explain.pointing_hit(heat, mask))
+                    masses.append(explain.mass_in_mask(heat, mask))
+                    patients.append(dataset.samples[i].subject)
+    if not hits:
+        return {"n": 0}
+    hits_array = np.array(hits)
+    return {
+        "n": len(hits), "patients": len(set(patients)),
+        "pointing_game": float(hits_array.mean()),
+        "pointing_game_ci95": _cluster_share_interval(hits_array, np.array(patients, dtype=object)),
+        "mass_in_mask_mean": float(np.nanmean(masses)), "mass_in_mask_median": float(np.nanmedian(masses)),
+        "cells_above_half": {kind: float(np.mean(values)) if values else None for kind, values in above.items()},
+        "definition": "Tumor slices with a mask. Pointing game: the heatmap's peak lies on the lesion dilated by "
+                      "8 px of the image. Mass in mask: the share of the heatmap's evidence on the lesion. Cells "
+                      "above half: share of map cells above 0.5.",
+    }
+
+
+def _cluster_share_interval(hits: np.ndarray, clusters: np.ndarray, rounds: int = 1000) -> tuple[float, float]:
+    names = sorted(set(clusters))
+    members = [np.flatnonzero(clusters == name) for name in names]
+    rng = np.random.default_rng(0)
+    shares = [hits[np.concatenate([members[k] for k in rng.integers(0, len(names), len(names))])].mean()
+              for _ in range(rounds)]
+    return tuple(float(v) for v in np.percentile(shares, [2.5, 97.5]))
+
+
+def stress_suite(dataset: Dataset, index: np.ndarray, serve, threshold: float) -> dict:
+    """Sensitivity and specificity at the served threshold, clean and under each stress family."""
+    labels = dataset.labels[index]
+    sources = dataset.column("source")[index]
+    grays = [read_image(dataset.samples[i].path) for i in index]
+    results = {}
+    for family in ("clean", *stress.FAMILIES):
+        images = [gray if family == "clean" else stress.perturb(gray, family, seed=k) for k, gray in enumerate(grays)]
+        scores = np.concatenate([serve(np.stack([prepare(g).tensor for g in images[s:s + 128]]))[0]
+                                 for s in range(0, len(images), 128)])
+        entry = evaluate.rates(labels, scores, threshold)
+        entry["by_source"] = {str(name): evaluate.rates(labels[sources == name], scores[sources == name], threshold)
+                              for name in sorted(set(sources))}
+        results[family] = entry
+    clean = results["clean"]["sensitivity"]
+    for family, entry in results.items():
+        entry["sensitivity_drop"] = clean - entry["sensitivity"]
+    empties = stress.empty_images()
+    empty_scores, _ = serve(np.stack([prepare(image).tensor for image in empties.values()]))
+    return {
+        "n": int(len(index)), "families": results,
+        "worst_sensitivity_drop": max(entry["sensitivity_drop"] for entry in results.values()),
+        "empty_images": {name: {"probability": float(p), "label": "tumor" if p >= threshold else "no_tumor"}
+                         for name, p in zip(empties, empty_scores)},
+        "description": stress.__doc__.strip(),
+    }
+
+
+def calibration_figures(labels_validation: np.ndarray, logits_validation: np.ndarray, temperature: float,
+                        labels_test: np.ndarray, scores_test: np.ndarray) -> dict:
+    """Calibration on validation before and after temperature scaling, and on test as served."""
+    return {
+        "method": "temperature scaling fitted on validation (minimum negative log-likelihood)",
+        "temperature": temperature,
+        "validation_before": calibration.summary(labels_validation, calibration.sigmoid(logits_validation)),
+        "validation_after": calibration.summary(labels_validation,
+                                                calibration.sigmoid(logits_validation / temperature)),
+        "test": calibration.summary(labels_test, scores_test),
+    }
+
+
+def gate_figures(dataset: Dataset, index: np.ndarray, gate_scores, threshold: float) -> dict:
+    """The whole gate (rules, then the learned check) on real held-out slices: how many it refuses, why,
+    per collection and sequence; on tcga-lgg also among slices listed with at least 15% head."""
+    from ml.gate import check_statistics
+
+    codes, blank = [], []
+    for start in range(0, len(index), 128):
+        chunk = index[start:start + 128]
+        grays = [read_image(dataset.samples[i].path) for i in chunk]
+        prepared = [prepare(gray) for gray in grays]
+        scores = gate_scores(prepared)
+        for gray, p, score in zip(grays, prepared, scores):
+            decision = check_statistics(p, gray.shape)
+            codes.append(decision.code if not decision.usable else "" if score >= threshold else "not_brain_mri")
+            blank.append(float(gray.max()) == 0.0)
+    codes_array, blank_array = np.array(codes, dtype=object), np.array(blank)
+    sources, sequences = dataset.column("source")[index], dataset.column("sequence")[index]
+    listed = np.array([s.listed_head_fraction if s.listed_head_fraction is not None else 1.0
+                       for s in (dataset.samples[i] for i in index)])
+
+    def share(rows: np.ndarray) -> dict:
+        refused = codes_array[rows] != ""
+        reasons, counts = np.unique(codes_array[rows][refused], return_counts=True)
+        return {"n": int(rows.sum()), "refused": int(refused.sum()),
+                "false_rejection": float(refused.mean()) if rows.any() else None,
+                "refused_blank_images": int((refused & blank_array[rows]).sum()),
+                "reasons": dict(zip(reasons.tolist(), counts.tolist()))}
+
+    out = {"all": share(np.ones(len(index), bool)), "by_source": {}}
+    for source in sorted(set(sources)):
+        rows = sources == source
+        entry = {"all": share(rows)}
+        if (sequences[rows] != "").all():
+            entry["by_sequence_head_at_least_15pct"] = {
+                str(seq): share(rows & (sequences == seq) & (listed >= 0.15)) for seq in sorted(set(sequences[rows]))}
+        out["by_source"][str(source)] = entry
+    return out
