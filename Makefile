@@ -33,11 +33,15 @@ seed: migrate
 	$(PY) manage.py seed_demo
 
 ## Web server and a real Celery worker (with the sweeper) on the embedded defaults; Ctrl-C stops both.
+## A worker that dies (killed, out of memory) is started again after a second.
 run: seed
 	@echo "BrainScan on http://$(HOST):$(PORT)/  (Ctrl-C stops the web server and the worker)"
 	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) -m celery -A brainscan worker -B --schedule var/celerybeat-schedule -Q inference,default \
-		--concurrency $(WORKERS) --loglevel INFO & \
+	while true; do \
+		$(PY) -m celery -A brainscan worker -B --schedule var/celerybeat-schedule -Q inference,default \
+			--concurrency $(WORKERS) --loglevel INFO; \
+		echo "The worker stopped (exit status $$?); starting it again"; sleep 1; \
+	done & \
 	$(PY) -m gunicorn brainscan.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - & \
 	wait
 

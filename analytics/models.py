@@ -25,10 +25,22 @@ class DatasetStudy(models.Model):
 
 
 class ModelReport(models.Model):
-    """The rendered figures and measured inference time of one model version's card."""
+    """The rendered figures and measured inference time of one model version's card.
+
+    Built by a task (analytics.tasks) when a model is trained or first served, never in a web request:
+    the row exists from the moment the build is asked for, `preparing` until the figures are stored.
+    """
+
+    class Status(models.TextChoices):
+        PREPARING = "preparing", "Being prepared"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
 
     version = models.CharField(max_length=64)
     card_digest = models.CharField(max_length=64, help_text="sha256 of the card the figures were drawn from.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PREPARING)
+    error = models.TextField(blank=True, default="")
+    requested_at = models.DateTimeField(default=timezone.now, help_text="When the build was last asked for.")
     created_at = models.DateTimeField(default=timezone.now)
     figures = models.JSONField(default=dict, help_text="Per place on the page: stored name, title and alt text.")
     inference = models.JSONField(default=dict, help_text="Per-image serving time measured on phantoms.")

@@ -114,11 +114,21 @@ def monitoring(user, days: int = DEFAULT_WINDOW, threshold: float | None = None,
     totals = studies.aggregate(
         total=Count("pk"), completed=Count("pk", filter=completed), positive=Count("pk", filter=positive),
         failed=Count("pk", filter=Q(status=Study.Status.FAILED)),
+        unassessable=Count("pk", filter=Q(status=Study.Status.UNASSESSABLE)),
         waiting=Count("pk", filter=Q(status__in=Study.ACTIVE_STATES)))
     per_day = {row["day"]: row for row in studies.annotate(day=TruncDate("created_at")).values("day").annotate(
         total=Count("pk"), positive=Count("pk", filter=positive)).order_by("day")}
+    # Images the quality gate refused, by the day they were assessed: a sudden rise means a new scanner, a
+    # changed protocol or a broken feed sending something that is not a brain MRI slice.
+    assessed = Prediction.objects.filter(image__study__in=studies.values("pk"))
+    gate_per_day = {row["day"]: row for row in assessed.annotate(day=TruncDate("created_at")).values("day").annotate(
+        images=Count("pk"), rejected=Count("pk", filter=Q(quality=Prediction.Quality.REJECTED)))}
     day_rows = [{"day": day, "total": per_day.get(day, {}).get("total", 0),
-                 "positive": per_day.get(day, {}).get("positive", 0)} for day in calendar]
+                 "positive": per_day.get(day, {}).get("positive", 0),
+                 "images": gate_per_day.get(day, {}).get("images", 0),
+                 "rejected": gate_per_day.get(day, {}).get("rejected", 0)} for day in calendar]
+    rejected = assessed.filter(quality=Prediction.Quality.REJECTED)
+    reasons = list(rejected.values("quality_code").annotate(n=Count("pk")).order_by("-n", "quality_code"))
 
     edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     bins = studies.filter(completed, probability__isnull=False).aggregate(**{
@@ -129,9 +139,11 @@ def monitoring(user, days: int = DEFAULT_WINDOW, threshold: float | None = None,
 
     readings = Reading.objects.filter(study__in=studies.values("pk"))
     cells = list(readings.values("study__label", "finding", "agrees_with_model").annotate(n=Count("pk")))
-    versions = list(Prediction.objects.filter(image__study__in=studies.values("pk")).values("model_version").annotate(
+    versions = list(assessed.values("model_version").annotate(
         studies=Count("image__study", distinct=True), images=Count("pk"),
-        positive_images=Count("pk", filter=Q(label=TUMOR))).order_by("-studies", "model_version"))
+        positive_images=Count("pk", filter=Q(label=TUMOR, quality=Prediction.Quality.OK)),
+        rejected_images=Count("pk", filter=Q(quality=Prediction.Quality.REJECTED))).order_by("-studies",
+                                                                                             "model_version"))
     return {
         "days": days, "since": since, "totals": totals,
         "positive_share": totals["positive"] / totals["completed"] if totals["completed"] else None,
@@ -143,6 +155,9 @@ def monitoring(user, days: int = DEFAULT_WINDOW, threshold: float | None = None,
                                                marker=threshold),
         "agreement": _agreement(cells),
         "versions": versions,
+        "gate": {"images": assessed.count(), "rejected": rejected.count(), "reasons": reasons,
+                 "per_day_chart": charts.column_chart([(row["day"].strftime("%d %b"), row["images"], row["rejected"])
+                                                       for row in day_rows], label_every=max(1, days // 10))},
     }
 
 

@@ -12,11 +12,13 @@ import io
 import logging
 import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.utils import timezone
 
 from analytics import dataset_study, model_report, plots, storage
 from analytics.models import DatasetStudy, LearningCurve, ModelReport
@@ -147,11 +149,45 @@ def card_digest(version: ModelVersion) -> str:
     return hashlib.sha256((version.path / CARD).read_bytes()).hexdigest()
 
 
+REPORT_STALE_AFTER = timedelta(minutes=10)  # a build asked for this long ago and not done is asked for again
+
+
+def request_model_report(version: ModelVersion) -> ModelReport:
+    """The version's report, asking a worker to build it when there is none yet (or its build went silent).
+
+    Cheap and safe to call from a web request: it writes one row and sends one task after commit.
+    """
+    from analytics.tasks import build_model_report_task
+
+    digest = card_digest(version)
+    with transaction.atomic():
+        report, created = ModelReport.objects.get_or_create(version=version.name, card_digest=digest)
+        stale = (report.status == ModelReport.Status.PREPARING
+                 and report.requested_at < timezone.now() - REPORT_STALE_AFTER)
+        if created or stale:
+            ModelReport.objects.filter(pk=report.pk).update(requested_at=timezone.now())
+            transaction.on_commit(lambda: _send(build_model_report_task, version.name))
+    return report
+
+
+def _send(task, *args) -> None:
+    try:
+        task.apply_async(args=list(args), retry=False)
+    except Exception as error:  # the broker is down: the next request asks again once the row is stale
+        log.warning("Could not send %s (%s)", task.name, type(error).__name__)
+
+
 def build_model_report(version: ModelVersion) -> ModelReport:
-    """Draw the report's figures from the card and time the serving path; one row per card."""
+    """Draw the report's figures from the card and time the serving path (runs in a worker)."""
     card = version.card
     digest = card_digest(version)
-    figures = model_report.build_plots(card)
+    report, _ = ModelReport.objects.get_or_create(version=version.name, card_digest=digest)
+    try:
+        figures = model_report.build_plots(card)
+    except Exception as error:
+        ModelReport.objects.filter(pk=report.pk).update(status=ModelReport.Status.FAILED,
+                                                        error=f"{type(error).__name__}: {error}")
+        raise
     try:
         inference = model_report.measure_inference(version, threads=settings.INFERENCE_THREADS)
     except Exception as error:  # noqa: BLE001 - a model that cannot load still deserves its report
@@ -160,12 +196,9 @@ def build_model_report(version: ModelVersion) -> ModelReport:
     folder = f"models/{version.name}/{digest[:12]}"
     with storage.files() as put:
         entries = {key: _figure_entry(put(f"{folder}/{key}.png", plot.png), plot) for key, plot in figures.items()}
-        try:
-            with transaction.atomic():
-                report, _ = ModelReport.objects.update_or_create(
-                    version=version.name, card_digest=digest, defaults={"figures": entries, "inference": inference})
-        except IntegrityError:  # another process built the same card at the same moment: keep theirs
-            report = ModelReport.objects.get(version=version.name, card_digest=digest)
+        ModelReport.objects.filter(pk=report.pk).update(figures=entries, inference=inference, error="",
+                                                        status=ModelReport.Status.READY, created_at=timezone.now())
+    report.refresh_from_db()
     return report
 
 

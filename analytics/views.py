@@ -1,5 +1,5 @@
-"""Analytics pages. They read stored builds and model cards; the only drawing done on a request is
-the one-time report of a model version seen for the first time."""
+"""Analytics pages. They read stored builds and model cards; nothing is drawn or measured in a request: a
+model report that does not exist yet is asked of a worker, and the page says it is being prepared."""
 
 from __future__ import annotations
 
@@ -80,8 +80,7 @@ def model_report(request):
     if version is None or name not in versions:
         raise Http404("No such model version")
     card = selectors.model_card(name)
-    # Drawn once per card, the first time anyone opens it, then read from storage.
-    report = selectors.model_report(name) or services.build_model_report(version)
+    report = services.request_model_report(version)
     audit.record(VIEWED, request=request, details={"page": "model-report", "version": name})
     h1 = report_content.hypothesis_one(card)
     return render(request, "analytics/model_report.html", {

@@ -23,7 +23,8 @@ from pathlib import Path
 from statistics import median
 
 from benchmarks.common import report
-from benchmarks.stack import ApiClient, Stack, default_database
+from benchmarks.stack import Stack, default_database
+from stack.clients import ApiClient
 from benchmarks.studies import machine_cpu, outcome, settle, submit_concurrently, submit_one
 
 CLIENTS = 8

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report
-from benchmarks.stack import ApiClient, Stack, default_database
+from benchmarks.stack import Stack, default_database
+from stack.clients import ApiClient
 from benchmarks.studies import outcome, settle, submit_concurrently
 
 

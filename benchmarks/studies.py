@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import percentile
-from benchmarks.stack import SubmissionRefused, wait_for
+from stack.clients import SubmissionRefused
+from stack.processes import wait_for
 
 
 @dataclass

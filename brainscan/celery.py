@@ -47,6 +47,9 @@ app.conf.update(
     # message that comes back for it then finds the study completed.
     worker_cancel_long_running_tasks_on_connection_loss=False,
     worker_prefetch_multiplier=1,
+    # A process that grew (a large series, a leak) is replaced once its task is done, before it can exhaust the
+    # machine; a study whose run kills its process outright is failed after its attempts (services.claim).
+    worker_max_memory_per_child=settings.WORKER_MAX_MEMORY_MB * 1024,
     task_soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
     task_time_limit=settings.TASK_TIME_LIMIT,
     task_ignore_result=True,

@@ -78,6 +78,24 @@ def integer(name: str, default: int, help: str = "", minimum: int | None = None,
     return number
 
 
+def key_list(name: str, help: str, *, required: bool, development_default: dict[str, str]) -> dict[str, str]:
+    """`id:secret,id:secret` -> {id: secret}, in order (the first is the current key)."""
+    value = _raw(name, help, None)
+    if not value:
+        if required:
+            raise ImproperlyConfigured(f"{name} is required in production: {help}")
+        return development_default
+    keys = {}
+    for part in value.split(","):
+        key_id, _, secret = part.strip().partition(":")
+        if not key_id or not secret or not key_id.isalnum() or len(key_id) > 16:
+            raise ImproperlyConfigured(f"{name}: each entry must be id:secret with a short alphanumeric id.")
+        if len(secret) < 32:
+            raise ImproperlyConfigured(f"{name}: the secret of key {key_id!r} must be at least 32 characters.")
+        keys[key_id] = secret
+    return keys
+
+
 def string_list(name: str, default: list[str], help: str = "") -> list[str]:
     value = _raw(name, help, default)
     if value is None:

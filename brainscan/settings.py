@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from brainscan import env
+from ml.imaging import Limits
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.string("BRAINSCAN_VAR_DIR", str(BASE_DIR / "var"), "Folder for the SQLite database, "
@@ -45,6 +46,13 @@ if PRODUCTION and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KE
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters in production "
                                "(not a django-insecure- key).")
 
+_AUDIT_HELP = ("Keys of the audit trail's HMAC, `id:secret` pairs separated by commas, newest first: events are "
+               "signed with the first, checked with any (key rotation). Required in production; keep it out of the "
+               "database's reach. Development derives one from the secret key")
+AUDIT_KEYS = env.key_list("BRAINSCAN_AUDIT_KEYS", _AUDIT_HELP, required=PRODUCTION,
+                          development_default={"dev": f"audit:{SECRET_KEY}"})
+AUDIT_CHECKPOINT_EVERY = env.integer("BRAINSCAN_AUDIT_CHECKPOINT_EVERY", 100, "Every this many audit events, a "
+                                     "signed checkpoint of the chain is written to the file storage", minimum=1)
 ALLOWED_HOSTS = env.string_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"],
                                 "Comma-separated host names the site answers to; required in production")
 if PRODUCTION and not ALLOWED_HOSTS:
@@ -79,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "diagnosis.middleware.NoStoreMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -188,17 +197,27 @@ MAX_UPLOAD_BYTES = env.integer("BRAINSCAN_MAX_UPLOAD_MB", 25, "Largest accepted 
 MAX_FILES_PER_STUDY = env.integer("BRAINSCAN_MAX_FILES", 20, "Most files in one study", minimum=1, maximum=500)
 MAX_IMAGE_PIXELS = env.integer("BRAINSCAN_MAX_IMAGE_PIXELS", 25_000_000, "Most pixels in one decoded image",
                                minimum=10_000)
+# Checked from each file's header before anything is decoded, at upload and again in the worker (ml.imaging).
+IMAGE_LIMITS = Limits(
+    max_pixels=MAX_IMAGE_PIXELS,
+    max_side=env.integer("BRAINSCAN_MAX_IMAGE_SIDE", 8192, "Longest side of an accepted image, in pixels",
+                         minimum=64),
+    max_aspect=env.integer("BRAINSCAN_MAX_ASPECT_RATIO", 4, "How many times longer than wide an image may be",
+                           minimum=1, maximum=100),
+    max_decoded_bytes=env.integer("BRAINSCAN_MAX_DECODED_MB", 64, "Memory one decoded image may take, in MB "
+                                  "(samples per pixel and bytes per sample counted)", minimum=1) * 1024 * 1024,
+)
 MAX_DICOM_FRAMES = env.integer("BRAINSCAN_MAX_DICOM_FRAMES", 64, "Most frames taken from one DICOM file",
                                minimum=1)
+MAX_REQUEST_PIXELS = env.integer("BRAINSCAN_MAX_REQUEST_MEGAPIXELS", 200, "Most pixels, in millions, the files of "
+                                 "one upload may hold together", minimum=1) * 1_000_000
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_STUDY + 1
 FILE_UPLOAD_PERMISSIONS = 0o600
 # A larger request is refused before it is read (diagnosis.middleware).
 MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * MAX_FILES_PER_STUDY + 1_048_576
-# Uploads are kept in memory, never in a temporary file: a scan's original bytes (a DICOM header
-# names the patient) must not land on disk. The memory handler takes a request only up to this size,
-# so it is the request limit: anything larger has already been refused.
-FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
-FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Uploads stream to a private temporary file, encrypted under a key that lives only in the request's memory:
+# never whole in memory, never in the clear on disk (a DICOM header names the patient).
+FILE_UPLOAD_HANDLERS = ["diagnosis.upload_handlers.EncryptedFileUploadHandler"]
 DICOM_DATES = env.choice("BRAINSCAN_DICOM_DATES", "shift", ("shift", "remove"), "Dates in a stored DICOM file: "
                          "shift (moved back by a random number of days per study, intervals kept) or remove")
 DICOM_KEEP_SEX_AGE = env.boolean("BRAINSCAN_DICOM_KEEP_SEX_AGE", False, "Keep the patient's sex and age (ages "
@@ -221,10 +240,15 @@ BROKER_KEY_PREFIX = env.string("BRAINSCAN_BROKER_PREFIX", "", "Prefix of every b
                                "Redis between installations")
 TASK_SOFT_TIME_LIMIT = env.integer("BRAINSCAN_TASK_SOFT_SECONDS", 60, "Soft time limit of one task", minimum=1)
 TASK_TIME_LIMIT = TASK_SOFT_TIME_LIMIT + 15
+WORKER_MAX_MEMORY_MB = env.integer("BRAINSCAN_WORKER_MAX_MEMORY_MB", 1024, "A worker process whose resident memory "
+                                   "grows past this is replaced after its task", minimum=128)
 STUDY_MAX_ATTEMPTS = env.integer("BRAINSCAN_STUDY_MAX_ATTEMPTS", 3, "Attempts before a study is failed", minimum=1)
 STALE_AFTER_SECONDS = env.integer("BRAINSCAN_STALE_SECONDS", 120, "A queued or running study untouched this long "
                                   "is re-queued by the sweeper", minimum=5)
 SWEEP_EVERY_SECONDS = env.integer("BRAINSCAN_SWEEP_SECONDS", 60, "How often the sweeper runs", minimum=1)
+TEST_PAUSE_AFTER_CLAIM_SECONDS = env.integer("BRAINSCAN_TEST_PAUSE_AFTER_CLAIM_SECONDS", 0, "Tests only: a worker "
+                                            "waits this long after claiming its studies, so that a crash test "
+                                            "can kill a run that holds a claim", minimum=0)
 TASK_RETRY_MAX_DELAY = 60  # longest back-off between two tries of a task after a transient error
 # Redis hands an unacknowledged message out again after this long. A message legitimately stays
 # unacknowledged while it waits for its retry delay and then runs up to the hard time limit; twice

@@ -1,17 +1,19 @@
 """Settings for the test suite: the real settings with a private var/ folder, a private key prefix in
-Redis (so parallel runs do not take each other's tasks) and fast password hashing."""
+Redis (so parallel runs do not take each other's tasks) and fast password hashing.
+
+Under pytest-xdist each worker process gets its own var/ folder (files, broker folder) and key prefix;
+pytest-django gives each its own test database.
+"""
 
 import os
 import uuid
 from pathlib import Path
 
-os.environ.setdefault("BRAINSCAN_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ.setdefault("BRAINSCAN_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test" / _WORKER))
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("BRAINSCAN_BROKER_PREFIX", f"brainscan-test-{uuid.uuid4().hex[:8]}:")
 
 from brainscan.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-# Worker processes started by the reliability tests can be made to pause while they hold a claim.
-import tests.reliability.hold_claim  # noqa: E402,F401

@@ -156,14 +156,22 @@ class StudyAdmin(ReadOnlyAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(ReadOnlyAdmin):
-    list_display = ["image", "label", "probability", "threshold", "model_version", "latency_ms", "created_at"]
-    list_filter = ["label", "model_version"]
-    # Files have no public URL: link to the permission-checked, audited view instead.
-    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["heatmap_link"]
+    list_display = ["image", "quality", "quality_code", "label", "probability", "threshold", "model_version",
+                    "latency_ms", "created_at"]
+    list_filter = ["quality", "quality_code", "label", "model_version"]
+    # Files have no public URL: link to the permission-checked, audited views instead.
+    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["image_link", "heatmap_link"]
     fields = readonly_fields
+
+    @admin.display(description="Image")
+    def image_link(self, prediction):
+        url = reverse("study-image", args=[prediction.image.study_id, prediction.image_id])
+        return format_html('<a href="{}">open the image</a>', url)
 
     @admin.display(description="Heatmap")
     def heatmap_link(self, prediction):
+        if not prediction.heatmap:
+            return "none (the image could not be assessed)"
         url = reverse("study-heatmap", args=[prediction.image.study_id, prediction.image_id])
         return format_html('<a href="{}">view</a>', url)
 

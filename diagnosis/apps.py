@@ -7,3 +7,4 @@ class DiagnosisConfig(AppConfig):
 
     def ready(self) -> None:
         from diagnosis import signals  # noqa: F401  (audit of logins)
+        from diagnosis import worker  # noqa: F401  (model loading and heartbeat in inference workers)

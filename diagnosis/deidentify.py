@@ -14,8 +14,11 @@ copy of the table, which also covers attributes the table does not list:
 - every date (DA, DT) is shifted by the study's offset or emptied;
 - every UID (UI) that is not defined by the DICOM standard is remapped with
   generate_uid(entropy_srcs=[uid, study salt]): the same within a study, unlinkable across studies;
-- free text (LO, SH, LT, ST, UT, UC, UR, AE) is removed unless it is on a short list of technical
-  attributes; descriptions on that list are scrubbed down to acquisition vocabulary.
+- text of every kind (LO, SH, LT, ST, UT, UC, UR, AE and code strings, CS), at any depth of any
+  sequence, is removed unless an allow-list of technical attributes keeps it, and a kept value is
+  checked too: descriptions and code meanings are scrubbed down to acquisition vocabulary, code strings
+  to known technical words, code values to code-shaped tokens, coding schemes and manufacturers to
+  known names. A value that fails its check is removed (or emptied, where the attribute must exist).
 """
 
 from __future__ import annotations
@@ -75,19 +78,19 @@ REMOVED = _tags("""
     ClinicalTrialSubjectReadingID ClinicalTrialSiteName ClinicalTrialSponsorName DataSetTrailingPadding
 """)
 
-# Free text kept: technical attributes, and descriptions that are scrubbed first (Clean Descriptors).
-SCRUBBED = _tags("StudyDescription SeriesDescription ProtocolName SequenceName PulseSequenceName")
-KEPT_TEXT = SCRUBBED | _tags("""
-    Manufacturer ManufacturerModelName ContrastBolusAgent ReceiveCoilName TransmitCoilName ImagedNucleus
-    CodeValue CodingSchemeDesignator CodingSchemeVersion CodeMeaning LongCodeValue URNCodeValue
-    PositionReferenceIndicator
-""")
+# Text kept, each with the check its value must pass (see `_check`). Everything else of a text VR goes.
+SCRUBBED = _tags("StudyDescription SeriesDescription ProtocolName SequenceName PulseSequenceName CodeMeaning")
+CODE_VALUES = _tags("CodeValue LongCodeValue")
+CODING_SCHEMES = _tags("CodingSchemeDesignator")
+MANUFACTURERS = _tags("Manufacturer")
+NUCLEI = _tags("ImagedNucleus")
+KEPT_TEXT = SCRUBBED | CODE_VALUES | CODING_SCHEMES | MANUFACTURERS | NUCLEI
 KEPT_BINARY = _tags("PixelData FloatPixelData DoubleFloatPixelData LUTData")
 
 TEXT_VRS = {"AE", "LO", "SH", "LT", "ST", "UT", "UC", "UR"}
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW", "US or SS or OW"}
 
-# Words a sequence or series description is made of; any other word is dropped (it may be a name).
+# Words a sequence or series description (or a code meaning) is made of; any other word is dropped.
 ACQUISITION_WORDS = frozenset("""
     BRAIN HEAD NECK SPINE ORBIT ORBITS IAC SELLA PITUITARY ROUTINE PROTOCOL STUDY SERIES MRI MR
     AX AXIAL SAG SAGITTAL COR CORONAL TRA TRANS TRANSVERSE OBL OBLIQUE ISO VOL VOLUME THIN HR HIRES
@@ -97,10 +100,34 @@ ACQUISITION_WORDS = frozenset("""
     RECON REFORMAT MPR CISS FIESTA BRAVO PROPELLER BLADE HASTE TRUFI VIBE DIXON MOCO NAV SSH SS
     SPECTRO MRS SVS CSI DIFFUSION TENSOR FA MAP DELAYED DYNAMIC DYN SUBTRACTION BOLUS SCREENING
     NEURO TUMOR TUMOUR LESION FOLLOW UP FU STANDARD LEFT RIGHT BILAT T1 T2 T1W T2W PDW SWIW
+    SKULL CEREBRUM CEREBELLUM BRAINSTEM ENTIRE WHOLE BODY PART OF THE MAGNETIC RESONANCE IMAGING
+    ANATOMY REGION SCAN IMAGE IMAGES ORIGINAL PRIMARY SECONDARY DERIVED APPLICATION CONFIDENTIALITY
+    BASIC OPTION OPTIONS PROFILE CLEAN DESCRIPTORS RETAIN LONGITUDINAL TEMPORAL INFORMATION MODIFIED
+    DATES PATIENT CHARACTERISTICS DEVICE IDENTITY SAFE PRIVATE UIDS
 """.split())
+# Words a code string (CS) may hold: MR acquisition terms of PS3.3 (image type, sequences, options,
+# positions, body parts) besides the acquisition vocabulary above.
+CS_WORDS = ACQUISITION_WORDS | frozenset("""
+    M P R I NORM DIS2D DIS3D ND MOSAIC OTHER NONE SK MTC SP MP OSP TRSS TOF RM GR EP IR SE PFP PFF FC FC_FREQ_AX_GEMS
+    PER RG CG PPG OF FILTERED_GEMS SAT1 SAT2 SAT3 FAST_GEMS EDR_GEMS VB_GEMS IR_GEMS 2D 3D HFS HFP HFDR HFDL
+    FFS FFP FFDR FFDL LFP LFS RFP RFS AFDR AFDL PFDR PFDL MR CT OT SR SEG PR KO YES NO MODIFIED REMOVED
+    MAGNITUDE PHASE REAL IMAGINARY MIXED DIFFUSION ANGIO T1 T2 FLOW PROTON_DENSITY ORIGINAL PRIMARY SECONDARY
+    DERIVED LOCALIZER AXIAL ISO_IMAGE MONOCHROME1 MONOCHROME2 RGB VOLUME SAMPLED DISTORTED ISOTROPIC
+    IDENTITY INVERSE LINEAR LINEAR_EXACT SIGMOID US HU UNSPECIFIED F L A B CR DX MG NM PT XA RF ES OP SM XC IO PX
+    ISO_IR 6 100 101 109 110 126 127 138 144 148 166 192 ISO_IR_100 ISO_IR_192 GB18030 GBK ISO 2022 IR 87 159 149 13
+    58 ISO_2022_IR_6 ISO_2022_IR_100 ISO_2022_IR_87 ISO_2022_IR_13 ISO_2022_IR_149 ISO_2022_IR_58 ISO_2022_IR_159
+    ISO_2022_IR_101 ISO_2022_IR_109 ISO_2022_IR_110 ISO_2022_IR_126 ISO_2022_IR_127 ISO_2022_IR_138 ISO_2022_IR_144
+    ISO_2022_IR_148 ISO_2022_IR_166 SAMPLE RESEARCH CLINICAL BIPLANE UNKNOWN
+""".split())
+KNOWN_SCHEMES = frozenset("DCM SRT SCT LN UCUM FMA RADLEX RADLEX_ NCIT ACR MDNS UMLS ISO I10 I9C".split())
+KNOWN_MANUFACTURERS = ("SIEMENS", "GE MEDICAL SYSTEMS", "GE HEALTHCARE", "PHILIPS", "TOSHIBA", "CANON",
+                       "HITACHI", "FUJIFILM", "UNITED IMAGING", "UIH", "ESAOTE", "BRUKER", "NEUSOFT", "SAMSUNG")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9 +\-*/_.()]")
 _DIGIT_RUN = re.compile(r"\d+")
+_CODE_VALUE = re.compile(r"[A-Za-z0-9.\-:]{1,16}")
+_LETTER_RUN = re.compile(r"[A-Za-z]{4,}")
+_NUCLEUS = re.compile(r"\d{1,3}[A-Z][a-z]?")
 
 # PS3.16 CID 7050 codes for what was done.
 BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
@@ -164,8 +191,15 @@ def _clean(ds: Dataset, key: StudyKey, top_level: bool) -> None:
             element.value = _shift_values(element, key)
         elif action == "uid":
             element.value = _remap_values(element, key.salt)
-        elif action == "scrub":
-            element.value = _apply(element.value, scrub_description)
+        elif action == "check":
+            checked = _apply(element.value, lambda value: _check(element.tag, value))
+            values = checked if isinstance(checked, list) else [checked]
+            if any(values):
+                element.value = [v for v in values if v] if isinstance(checked, list) else checked
+            elif element.tag in SCRUBBED or element.tag in CODE_VALUES or element.tag in CODING_SCHEMES:
+                element.value = ""  # type 1 in a code item: kept, empty
+            else:
+                del ds[element.tag]
         elif action == "age":
             element.value = _apply(element.value, cap_age)
 
@@ -193,7 +227,9 @@ def _action(element: DataElement, key: StudyKey, top_level: bool) -> str:
     if vr == "AS":
         return "remove"
     if vr in TEXT_VRS:
-        return "scrub" if tag in SCRUBBED else "keep" if tag in KEPT_TEXT else "remove"
+        return "check" if tag in KEPT_TEXT else "remove"
+    if vr == "CS":
+        return "check"
     if vr in BINARY_VRS:
         return "keep" if tag in KEPT_BINARY and (top_level or tag.group == 0x0028) else "remove"
     return "keep"  # numbers, code strings, attribute tags: not identifying (Annex E, notes 9 and 10)
@@ -238,6 +274,24 @@ def remap_uid(uid: str, salt: str) -> str:
     if not uid or uid.startswith(DICOM_STANDARD_ROOT):
         return uid  # SOP classes, transfer syntaxes, code schemes: defined by the standard, not identifying
     return str(generate_uid(entropy_srcs=[uid, salt]))
+
+
+def _check(tag, value: str) -> str:
+    """The value, or what of it may stay, for a kept text attribute; "" when nothing may."""
+    value = value.strip()
+    if tag in SCRUBBED:
+        return scrub_description(value)
+    if tag in CODE_VALUES:  # codes are short tokens with digits ("T-A0100", "113100"), not words
+        fits = _CODE_VALUE.fullmatch(value) and _DIGIT_RUN.search(value) and not _LETTER_RUN.search(value)
+        return value if fits else ""
+    if tag in CODING_SCHEMES:
+        return value if value.upper() in KNOWN_SCHEMES or re.fullmatch(r"99[A-Z0-9_]{0,14}", value) else ""
+    if tag in MANUFACTURERS:
+        upper = value.upper()
+        return next((name for name in KNOWN_MANUFACTURERS if upper.startswith(name)), "")
+    if tag in NUCLEI:
+        return value if _NUCLEUS.fullmatch(value) else ""
+    return value if all(word in CS_WORDS for word in re.split(r"[ \\]+", value.upper()) if word) else ""
 
 
 def scrub_description(text: str) -> str:

@@ -10,6 +10,16 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 
+from diagnosis import audit
+
+
+def serve_audited(request, name: str, *, action: str, obj, patient_code: str, via: str = "web",
+                  content_type: str = "image/png", download_name: str | None = None,
+                  details: dict | None = None) -> HttpResponse:
+    """Record who looked at which stored file, then hand it over: every scan, DICOM and heatmap, web and API."""
+    audit.record(action, request=request, obj=obj, patient_code=patient_code, via=via, details=details or {})
+    return private_file_response(name, download_name=download_name, content_type=content_type)
+
 
 def private_file_response(name: str, *, download_name: str | None = None,
                           content_type: str = "image/png") -> HttpResponse:
@@ -17,7 +27,7 @@ def private_file_response(name: str, *, download_name: str | None = None,
         raise Http404("No such file")
     if settings.STORAGE_BACKEND == "s3":
         # The browser takes the file from S3 itself, so S3 must send these headers: they are signed into the link.
-        headers = {"ResponseContentType": "image/png", "ResponseCacheControl": "private, no-store"}
+        headers = {"ResponseContentType": content_type, "ResponseCacheControl": "private, no-store"}
         if download_name:
             headers["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
         response = HttpResponseRedirect(default_storage.url(name, parameters=headers))

@@ -24,6 +24,11 @@ class MultipleFileField(forms.FileField):
 
 
 class PatientChoiceField(forms.ModelChoiceField):
+    """Patients by their pseudonymous code: the page never shows a database id."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, to_field_name="code", **kwargs)
+
     def label_from_instance(self, patient):
         return patient.code if patient.has_consent else f"{patient.code} (no AI consent)"
 

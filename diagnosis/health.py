@@ -1,4 +1,9 @@
-"""GET /healthz: is every part BrainScan needs up? 200 when all are, 503 otherwise."""
+"""GET /healthz: is every part BrainScan needs up? 200 when all are, 503 otherwise.
+
+Anyone (a load balancer, a container probe) gets the bare status; what each part is (database engine,
+broker, storage, model version, workers) is shown only to staff or with an API token, since it tells
+an attacker what to aim at.
+"""
 
 from __future__ import annotations
 
@@ -101,5 +106,22 @@ def healthz(request):
         except Exception as error:  # a health check reports every failure instead of raising it
             report[name] = {"ok": False, "error": type(error).__name__}
     healthy = all(part["ok"] for part in report.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": report},
-                        status=200 if healthy else 503)
+    body = {"status": "ok" if healthy else "unavailable"}
+    if _may_see_details(request):
+        body["checks"] = report
+    else:
+        body["failing"] = sorted(name for name, part in report.items() if not part["ok"])
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _may_see_details(request) -> bool:
+    from diagnosis.api.authentication import ApiTokenAuthentication
+    from diagnosis.selectors import is_admin
+
+    if is_admin(request.user):
+        return True
+    try:
+        found = ApiTokenAuthentication().authenticate(request)
+    except Exception:  # a bad token: no details, the status still answers
+        return False
+    return found is not None

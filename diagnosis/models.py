@@ -74,6 +74,8 @@ class Study(models.Model):
         QUEUED = "queued", "Queued"
         PROCESSING = "processing", "Processing"
         COMPLETED = "completed", "Completed"
+        # Every image was refused by the quality gate: a clinician reads it by hand.
+        UNASSESSABLE = "unassessable", "Cannot be assessed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
@@ -162,13 +164,25 @@ def heatmap_upload_path(prediction: "Prediction", filename: str) -> str:
 
 
 class Prediction(models.Model):
+    """The model's answer for one image. An image the quality gate refused keeps the network's probability
+    (for evaluation and audit) but is shown to clinicians as "cannot be assessed", with no label, no
+    probability and no heatmap."""
+
+    class Quality(models.TextChoices):
+        OK = "ok", "Assessed"
+        REJECTED = "rejected", "Cannot be assessed"
+
     image = models.ForeignKey(StudyImage, on_delete=models.CASCADE, related_name="predictions")
     model_version = models.CharField(max_length=64)
     model_sha256 = models.CharField(max_length=64)
     probability = models.FloatField()
     label = models.CharField(max_length=16)
     threshold = models.FloatField()
-    heatmap = models.FileField(upload_to=heatmap_upload_path, max_length=255)
+    quality = models.CharField(max_length=16, choices=Quality.choices, default=Quality.OK, db_index=True)
+    quality_code = models.CharField(max_length=32, blank=True, default="",
+                                    help_text="Why the quality gate refused the image (see ml.gate).")
+    quality_message = models.CharField(max_length=255, blank=True, default="")
+    heatmap = models.FileField(upload_to=heatmap_upload_path, max_length=255, blank=True)
     features = models.JSONField(default=dict)
     feature_probability = models.FloatField(null=True, blank=True)
     feature_contributions = models.JSONField(default=list)
@@ -182,7 +196,18 @@ class Prediction(models.Model):
         constraints = [models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_model")]
 
     def __str__(self) -> str:
+        if not self.usable:
+            return f"cannot be assessed ({self.quality_code}) by {self.model_version}"
         return f"{self.label} ({self.probability:.3f}) by {self.model_version}"
+
+    @property
+    def usable(self) -> bool:
+        return self.quality == self.Quality.OK
+
+    @property
+    def quality_summary(self) -> dict:
+        """The API's and the export's `quality` object."""
+        return {"status": self.quality, "code": self.quality_code, "message": self.quality_message}
 
 
 class Reading(models.Model):
@@ -269,6 +294,7 @@ class AuditEvent(models.Model):
         PREDICTION_STARTED = "prediction.started", "Prediction started"
         PREDICTION_STORED = "prediction.stored", "Prediction stored"
         PREDICTION_FAILED = "prediction.failed", "Prediction failed"
+        STUDY_UNASSESSABLE = "study.unassessable", "Study cannot be assessed"
         READING_RECORDED = "reading.recorded", "Reading recorded"
         PATIENT_CREATED = "patient.created", "Patient created"
         PATIENT_CHANGED = "patient.changed", "Patient changed"
@@ -295,6 +321,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    key_id = models.CharField(max_length=16, blank=True, default="",
+                              help_text="The audit key that signed this event; empty for events from before keys.")
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -11,11 +11,13 @@ from functools import lru_cache
 from itertools import islice
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, QuerySet
+from django.db.models import Case, Count, Exists, F, OuterRef, Prefetch, QuerySet, Value, When
+from django.shortcuts import get_object_or_404
 
 from diagnosis.inference import registry
 from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Study, StudyImage
 from ml.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
+from ml.predictor import TUMOR
 from ml.registry import RegistryError
 
 TRIAGE, NEWEST = "triage", "newest"
@@ -53,28 +55,41 @@ def images_for(user) -> QuerySet[StudyImage]:
     return StudyImage.objects.filter(study__in=studies_for(user).values("pk"))
 
 
+def visible_image(user, study_id, image_id) -> StudyImage:
+    """An image of a study the user may see (with its study and patient), else Http404: web and API alike."""
+    return get_object_or_404(images_for(user).select_related("study__patient"), pk=image_id, study_id=study_id)
+
+
 def predictions_for(user) -> QuerySet[Prediction]:
     return Prediction.objects.filter(image__in=images_for(user).values("pk"))
 
 
-def worklist(user, *, mine_only: bool = True, patient_query: str = "", status: str = "",
-             order: str = NEWEST) -> QuerySet[Study]:
-    """The studies a clinician works through: newest first, or likely positives first (triage).
+def worklist(user, *, mine_only: bool = False, patient_query: str = "", status: str = "", order: str = NEWEST,
+             created_after=None, created_before=None) -> QuerySet[Study]:
+    """The studies a user works through, filtered: the web worklist, its CSV export and the API list alike.
 
-    `mine_only` is the web worklist's default view, which administrators do not have (they oversee every
-    study): it leaves their list whole.
+    `mine_only`: only the studies the user submitted. `patient_query`: part of a patient's code, any case.
+    `created_after` is inclusive, `created_before` exclusive. Newest first, or likely positives first
+    (triage), with the studies a clinician must read by hand (cannot be assessed) among the positives.
     """
     studies = studies_for(user)
-    if mine_only and not is_admin(user):
+    if mine_only:
         studies = studies.filter(submitted_by=user)
     if patient_query:
         studies = studies.filter(patient__code__icontains=patient_query.strip())
     if status:
         studies = studies.filter(status=status)
+    if created_after:
+        studies = studies.filter(created_at__gte=created_after)
+    if created_before:
+        studies = studies.filter(created_at__lt=created_before)
     studies = studies.annotate(image_count=Count("images"))
     if order == TRIAGE:
-        # Most suspicious first; studies without a result yet come after every result.
-        return studies.order_by(F("probability").desc(nulls_last=True), "-created_at")
+        # Likely tumors first, then the studies nobody but a clinician can read (the gate refused every
+        # image), then the rest by probability; studies without a result yet come last.
+        rank = Case(When(label=TUMOR, then=Value(0)), When(status=Study.Status.UNASSESSABLE, then=Value(1)),
+                    default=Value(2))
+        return studies.order_by(rank, F("probability").desc(nulls_last=True), "-created_at")
     return studies.order_by("-created_at")
 
 
@@ -134,7 +149,7 @@ def feature_rows(prediction: Prediction) -> list[dict]:
 # Leading characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = ["study", "submitted_at", "patient", "submitted_by", "status", "result", "probability",
-                  "model_version", "images", "finished_at", "error"]
+                  "model_version", "images", "images_unassessable", "quality", "finished_at", "error"]
 EXPORT_CHUNK_SIZE = 1000  # studies read per database round trip while an export streams
 
 
@@ -145,11 +160,18 @@ def export_rows(studies: QuerySet[Study]):
     """
     stream = studies.annotate(n_images=Count("images")).iterator(chunk_size=EXPORT_CHUNK_SIZE)
     while chunk := list(islice(stream, EXPORT_CHUNK_SIZE)):
-        versions = dict(Prediction.objects.filter(image__study__in=chunk).values_list("image__study_id",
-                                                                                      "model_version"))
+        versions, refused = {}, {}
+        for study_id, version, position, quality, code in Prediction.objects.filter(image__study__in=chunk).order_by(
+                "image__position", "created_at").values_list("image__study_id", "model_version", "image__position",
+                                                             "quality", "quality_code"):
+            versions[study_id] = version
+            refused.setdefault(study_id, {})[position] = code if quality == Prediction.Quality.REJECTED else None
         for study in chunk:
+            # "image: reason" for each image the quality gate refused (positions from 1, as on the study page).
+            reasons = [f"{position + 1}: {code}" for position, code in sorted(refused.get(study.pk, {}).items())
+                       if code]
             row = [str(study.pk), study.created_at.isoformat(), study.patient.code, study.submitted_by.get_username(),
                    study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
-                   versions.get(study.pk, ""), study.n_images,
+                   versions.get(study.pk, ""), study.n_images, len(reasons), "; ".join(reasons),
                    study.finished_at.isoformat() if study.finished_at else "", study.error]
             yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell for cell in row]

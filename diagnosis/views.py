@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnosis import audit, selectors, services
-from diagnosis.files import private_file_response
+from diagnosis.files import serve_audited
 from diagnosis.forms import ReadingForm, StudyForm
 from diagnosis.models import AuditEvent, Study
 
@@ -28,9 +28,14 @@ def _wants_json(request) -> bool:
 
 
 def _worklist_filters(request) -> dict:
-    """The worklist's filters from the query string; the page and its CSV export read them alike."""
-    return {"mine_only": request.GET.get("scope", "mine") != "team", "patient_query": request.GET.get("q", "").strip(),
-            "status": request.GET.get("status", ""), "order": request.GET.get("order", selectors.NEWEST)}
+    """The worklist's filters from the query string; the page and its CSV export read them alike.
+
+    A clinician starts from their own submissions, an administrator (who oversees every study) from all.
+    """
+    default_scope = "team" if selectors.is_admin(request.user) else "mine"
+    return {"mine_only": request.GET.get("scope", default_scope) == "mine",
+            "patient_query": request.GET.get("q", "").strip(), "status": request.GET.get("status", ""),
+            "order": request.GET.get("order", selectors.NEWEST)}
 
 
 @login_required
@@ -83,9 +88,10 @@ def _visible_study(request, study_id) -> Study:
 def _study_context(request, study: Study) -> dict:
     study = selectors.study_with_results(study)
     images = [(image, selectors.latest_prediction(image)) for image in study.images.all()]
+    unassessable = [(image, prediction) for image, prediction in images if prediction and not prediction.usable]
     my_reading = next((r for r in study.readings.all() if r.clinician_id == request.user.pk), None)
     return {
-        "study": study, "images": images, "readings": study.readings.all(),
+        "study": study, "images": images, "unassessable": unassessable, "readings": study.readings.all(),
         "reading_form": ReadingForm(instance=my_reading),
         "can_retry": services.can_retry(study),
     }
@@ -147,39 +153,35 @@ def study_reading(request, study_id):
 @login_required
 @require_GET
 def study_image(request, study_id, image_id):
-    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
-                              pk=image_id, study_id=study_id)
+    image = selectors.visible_image(request.user, study_id, image_id)
     download = request.GET.get("download") == "1"
-    audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
-                 details={"download": download})
     name = f"study-{image.study.short_id}-image-{image.position + 1}.png" if download else None
-    return private_file_response(image.file.name, download_name=name)
+    return serve_audited(request, image.file.name, action=Action.IMAGE_VIEWED, obj=image,
+                         patient_code=image.study.patient.code, download_name=name, details={"download": download})
 
 
 @login_required
 @require_GET
 def study_image_dicom(request, study_id, image_id):
     """The de-identified DICOM file an image was made from, as a download."""
-    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
-                              pk=image_id, study_id=study_id)
+    image = selectors.visible_image(request.user, study_id, image_id)
     if not image.dicom:
         raise Http404("This image was not uploaded as DICOM")
-    audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
-                 details={"download": True, "format": "dicom"})
-    return private_file_response(image.dicom.name, content_type="application/dicom",
-                                 download_name=f"study-{image.study.short_id}-image-{image.position + 1}.dcm")
+    return serve_audited(request, image.dicom.name, action=Action.IMAGE_VIEWED, obj=image,
+                         patient_code=image.study.patient.code, content_type="application/dicom",
+                         download_name=f"study-{image.study.short_id}-image-{image.position + 1}.dcm",
+                         details={"download": True, "format": "dicom"})
 
 
 @login_required
 @require_GET
 def study_heatmap(request, study_id, image_id):
-    image = get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
-                              pk=image_id, study_id=study_id)
+    image = selectors.visible_image(request.user, study_id, image_id)
     prediction = selectors.latest_prediction(image)
-    if prediction is None:
-        return JsonResponse({"error": "No heatmap yet"}, status=404)
-    audit.record(Action.HEATMAP_VIEWED, request=request, obj=prediction, patient_code=image.study.patient.code)
-    return private_file_response(prediction.heatmap.name)
+    if prediction is None or not prediction.heatmap:
+        raise Http404("This image has no heatmap: it is not assessed yet, or could not be assessed")
+    return serve_audited(request, prediction.heatmap.name, action=Action.HEATMAP_VIEWED, obj=prediction,
+                         patient_code=image.study.patient.code)
 
 
 class _Echo:

@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from ml.registry import ModelRegistry
+from ml.registry import ModelRegistry, sha256_of
 from tests.factories import PASSWORD, PatientFactory, UserFactory
 
 REQUIRE_SERVICES = os.environ.get("BRAINSCAN_REQUIRE_SERVICES") == "1"
@@ -185,6 +185,9 @@ def registry_copy(settings, tmp_path, committed_version):
             card.pop(key)
         card["version"] = name
         (root / name / "card.json").write_text(json.dumps(card))
+        # The checksums cover the card: a test's variant is a new version, with its own sums.
+        sums = {path.name: sha256_of(path) for path in sorted((root / name).iterdir()) if path.name != "SHA256SUMS"}
+        (root / name / "SHA256SUMS").write_text("".join(f"{digest}  {file}\n" for file, digest in sums.items()))
         return name
 
     settings.MODEL_DIR = root

@@ -22,7 +22,7 @@ def test_clinician_submits_two_images_and_gets_a_completed_study(worker):
     patient = PatientFactory(care_team=[clinician])
     client = logged_in(clinician)
     response = client.post(reverse("study-new"), {
-        "patient": patient.pk,
+        "patient": patient.code,
         "images": [upload("a.png", phantom_bytes(1, True)), upload("b.jpg", phantom_bytes(2, False, "JPEG"))],
     })
     assert response.status_code == 302

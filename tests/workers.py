@@ -1,6 +1,6 @@
 """Real Celery worker processes for the tests, pointed at the test database and a real broker.
 
-The process handling (start, ready, kill -9, stop) is benchmarks.stack's, shared with the benchmarks.
+The process handling (start, ready, kill -9, stop) is the stack package's, shared with the benchmarks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from benchmarks.stack import ROOT, CeleryWorker, wait_for
+from stack.processes import ROOT, CeleryWorker, wait_for
 
 __all__ = ["ROOT", "Worker", "test_database_url", "wait_for", "worker_env"]
 

@@ -14,6 +14,7 @@ from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
 NOT_FOUND = "There is nothing here, or you do not have access to it."
+UNKNOWN_PATIENT = "No patient with this code is available to you."
 
 # Every `code` an API error can carry: the schema lists these (ErrorDetailSerializer), and
 # tests/api/test_api_schema.py checks that the code answers no other.
@@ -103,3 +104,30 @@ def _messages(detail) -> list[str]:
     if isinstance(detail, list):
         return [message for item in detail for message in _messages(item)]
     return [str(detail)]
+
+
+def service_error(error) -> ApiError:
+    """The one mapping from a service's refusal (diagnosis.services.errors) to an API error.
+
+    A conflict with the state of a study or a patient is 409; an upload of which nothing could be
+    used is 413 when every file was too large, 415 when every file was of an unsupported type, else
+    400; anything else the caller asked for is 400.
+    """
+    from diagnosis.services import ConsentRequired, InvalidState, NotAllowed, NothingUsable
+
+    if isinstance(error, NothingUsable):
+        rejected = [{"filename": r.filename, "code": r.code, "reason": r.reason} for r in error.rejections]
+        codes = {r.code for r in error.rejections}
+        reasons = [f"{r.filename}: {r.reason}" for r in error.rejections]
+        status, code = {frozenset({"too_large"}): (413, "too_large"),
+                        frozenset({"unsupported_type"}): (415, "unsupported_type")}.get(frozenset(codes),
+                                                                                        (400, error.code))
+        return ApiError(status, code, str(error), fields={"images": reasons}, rejected=rejected)
+    if isinstance(error, ConsentRequired):
+        return ApiError(409, error.code, str(error), fields={"patient": [str(error)]})
+    if isinstance(error, InvalidState):
+        return ApiError(409, error.code, str(error))
+    if isinstance(error, NotAllowed):  # a patient the caller may not see is, to them, no patient at all
+        return ApiError(400, "invalid", "Some fields are not valid; see `fields`.",
+                        fields={"patient": [UNKNOWN_PATIENT]})
+    return ApiError(400, error.code, str(error), fields={"images": [str(error)]})

@@ -14,11 +14,11 @@ from rest_framework.validators import UniqueValidator
 
 from diagnosis import selectors
 from diagnosis.api import errors
+from diagnosis.api.errors import UNKNOWN_PATIENT
 from diagnosis.models import Consent, Patient, Prediction, Reading, Study, StudyImage
 from ml.predictor import NO_TUMOR, TUMOR
 
 LABELS = [(TUMOR, "Tumor"), (NO_TUMOR, "No tumor")]
-UNKNOWN_PATIENT = "No patient with this code is available to you."
 NO_FILE = "Send at least one image: `image` for one file, or `images` (repeated) for several."
 
 
@@ -156,7 +156,8 @@ class StudySubmitSerializer(serializers.Serializer):
 
 class StudyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Study.Status.choices, required=False)
-    patient = serializers.CharField(required=False, max_length=32, help_text="A patient's code (exact).")
+    patient = serializers.CharField(required=False, max_length=32,
+                                    help_text="A patient's code, or part of it (any case), as the web worklist's search.")
     created_after = serializers.DateTimeField(required=False, help_text="ISO 8601 date or date-time, inclusive.")
     created_before = serializers.DateTimeField(required=False, help_text="ISO 8601 date or date-time, exclusive "
                                                                          "(a date means its midnight).")
@@ -165,20 +166,6 @@ class StudyFilterSerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=[(selectors.NEWEST, "Newest first"),
                                              (selectors.TRIAGE, "Most suspicious first")],
                                     default=selectors.NEWEST, required=False)
-
-    def filter(self, user):
-        """The caller's visible studies, filtered and ordered as asked."""
-        query = self.validated_data
-        studies = selectors.worklist(user, mine_only=False, status=query.get("status", ""), order=query["order"])
-        if query["mine"]:  # for administrators too, unlike the web worklist's default view
-            studies = studies.filter(submitted_by=user)
-        if query.get("patient"):
-            studies = studies.filter(patient__code=query["patient"])
-        if query.get("created_after"):
-            studies = studies.filter(created_at__gte=query["created_after"])
-        if query.get("created_before"):
-            studies = studies.filter(created_at__lt=query["created_before"])
-        return studies
 
 
 class ReadingInputSerializer(serializers.Serializer):
@@ -209,7 +196,7 @@ class StudyAcceptedSerializer(serializers.Serializer):
 class StudyErrorSerializer(serializers.Serializer):
     code = serializers.CharField(source="error_code", help_text="Machine-readable, e.g. unreadable_image, "
                                                                 "attempts_exhausted, service_unavailable, "
-                                                                "consent_withdrawn.")
+                                                                "consent_withdrawn, unassessable.")
     message = serializers.CharField(source="error", help_text="Why the study did not complete, for a clinician.")
 
 
@@ -259,43 +246,71 @@ class FeatureSerializer(serializers.Serializer):
                                           help_text="Contribution to the texture model's log-odds of tumor.")
 
 
+class QualitySerializer(serializers.Serializer):
+    """The quality gate's verdict on an image (Prediction.quality_summary)."""
+
+    status = serializers.ChoiceField(choices=Prediction.Quality.choices,
+                                     help_text="ok: assessed; rejected: cannot be assessed (no label, probability "
+                                               "or heatmap is given).")
+    code = serializers.CharField(help_text="Why it was rejected: not_mr, too_small, empty, noise, too_little_head, "
+                                           "not_brain_mri; empty when ok.")
+    message = serializers.CharField(help_text="The reason in plain words, for a clinician; empty when ok.")
+
+
 class ImagePredictionSerializer(serializers.ModelSerializer):
-    label = serializers.ChoiceField(choices=LABELS, help_text="tumor when the probability is at or above the "
-                                                              "threshold.")
-    heatmap_url = serializers.SerializerMethodField(help_text="PNG of the network's evidence, same size as the image.")
+    """An image the quality gate rejected has no label, probability, heatmap or features here."""
+
+    label = serializers.SerializerMethodField(help_text="tumor when the probability is at or above the threshold; "
+                                                        "null when the image cannot be assessed.")
+    probability = serializers.SerializerMethodField(help_text="The CNN's tumor probability, 0 to 1; null when the "
+                                                              "image cannot be assessed.")
+    heatmap_url = serializers.SerializerMethodField(help_text="PNG of the network's evidence over the image; null "
+                                                              "when the image cannot be assessed.")
     features = serializers.SerializerMethodField(help_text="The 13 texture features of the slice.")
     feature_probability = serializers.FloatField(allow_null=True,
                                                  help_text="The texture model's own probability of tumor.")
+    quality = QualitySerializer(source="quality_summary", help_text="The quality gate's verdict.")
 
     class Meta:
         model = Prediction
-        fields = ["label", "probability", "threshold", "model_version", "model_sha256", "heatmap_url",
+        fields = ["quality", "label", "probability", "threshold", "model_version", "model_sha256", "heatmap_url",
                   "feature_probability", "features", "inference_ms", "latency_ms", "created_at"]
         read_only_fields = fields
-        extra_kwargs = {"probability": {"help_text": "The CNN's tumor probability, 0 to 1."},
-                        "threshold": {"help_text": "The model's decision threshold."},
+        extra_kwargs = {"threshold": {"help_text": "The model's decision threshold."},
                         "model_version": {"help_text": "The model version that ran (see /api/v1/models/)."},
                         "model_sha256": {"help_text": "SHA-256 of the exact weights that ran."},
                         "created_at": {"help_text": "When the prediction was stored."}}
 
-    def get_heatmap_url(self, prediction) -> str:
+    @extend_schema_field(serializers.ChoiceField(choices=LABELS, allow_null=True))
+    def get_label(self, prediction):
+        return prediction.label if prediction.usable else None
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_probability(self, prediction):
+        return prediction.probability if prediction.usable else None
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_heatmap_url(self, prediction):
+        if not prediction.usable:
+            return None
         image = prediction.image
         return absolute_url(self.context["request"], "study-heatmap", image.study_id, image.pk)
 
     @extend_schema_field(FeatureSerializer(many=True))
     def get_features(self, prediction):
-        return FeatureSerializer(selectors.feature_rows(prediction), many=True).data
+        return FeatureSerializer(selectors.feature_rows(prediction), many=True).data if prediction.usable else []
 
 
 class ImageSerializer(serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField(help_text="The stored PNG (what the model saw).")
     acquisition = serializers.DictField(help_text="Non-identifying acquisition details (DICOM only).")
+    quality = serializers.SerializerMethodField(help_text="The quality gate's verdict; null until assessed.")
     prediction = serializers.SerializerMethodField()
 
     class Meta:
         model = StudyImage
         fields = ["id", "position", "source_format", "width", "height", "sha256", "acquisition", "image_url",
-                  "prediction"]
+                  "quality", "prediction"]
         read_only_fields = fields
         extra_kwargs = {"id": {"help_text": "The image's id."},
                         "position": {"help_text": "Order in the study, from 0."},
@@ -305,6 +320,11 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_image_url(self, image) -> str:
         return absolute_url(self.context["request"], "study-image", image.study_id, image.pk)
 
+    @extend_schema_field(QualitySerializer(allow_null=True))
+    def get_quality(self, image):
+        prediction = selectors.latest_prediction(image)
+        return QualitySerializer(prediction.quality_summary).data if prediction else None
+
     @extend_schema_field(ImagePredictionSerializer(allow_null=True))
     def get_prediction(self, image):
         prediction = selectors.latest_prediction(image)
@@ -312,15 +332,19 @@ class ImageSerializer(serializers.ModelSerializer):
 
 
 class StudyPredictionSerializer(serializers.Serializer):
-    """The study's result: that of its most suspicious image."""
+    """The study's result: that of its most suspicious image among those that could be assessed."""
 
-    label = serializers.ChoiceField(choices=LABELS, help_text="tumor if any image is at or above the threshold.")
-    probability = serializers.FloatField(help_text="The highest tumor probability among the images.")
+    label = serializers.ChoiceField(choices=LABELS, help_text="tumor if any assessed image is at or above the "
+                                                              "threshold.")
+    probability = serializers.FloatField(help_text="The highest tumor probability among the assessed images.")
     threshold = serializers.FloatField(help_text="The model's decision threshold.")
     model_version = serializers.CharField(help_text="The model version that ran.")
     model_sha256 = serializers.CharField(help_text="SHA-256 of the exact weights that ran.")
     image = serializers.UUIDField(help_text="The image with the highest probability.")
     heatmap_url = serializers.URLField(help_text="That image's heatmap (PNG).")
+    unassessable_images = serializers.ListField(child=serializers.IntegerField(),
+                                                help_text="Positions of the images that could not be assessed (not "
+                                                          "part of the result).")
 
 
 class ReadingSerializer(serializers.ModelSerializer):
@@ -342,7 +366,8 @@ class StudyDetailSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="This study in the API.")
     patient = serializers.CharField(source="patient.code", help_text="The patient's code.")
     submitted_by = serializers.CharField(source="submitted_by.username", help_text="Who submitted it (username).")
-    error = serializers.SerializerMethodField(help_text="Why it failed or was cancelled; null otherwise.")
+    error = serializers.SerializerMethodField(help_text="Why it failed, was cancelled or cannot be assessed; null "
+                                                        "otherwise.")
     prediction = serializers.SerializerMethodField(help_text="The study's result once completed; null before.")
     images = ImageSerializer(many=True, help_text="The study's slices, in upload order.")
     readings = ReadingSerializer(many=True, help_text="Clinicians' own readings of the study.")
@@ -366,13 +391,15 @@ class StudyDetailSerializer(serializers.ModelSerializer):
         if study.status != Study.Status.COMPLETED:
             return None
         predictions = [p for p in map(selectors.latest_prediction, study.images.all()) if p is not None]
-        if not predictions:
+        assessed = [p for p in predictions if p.usable]
+        if not assessed:
             return None
-        top = max(predictions, key=lambda p: p.probability)
+        top = max(assessed, key=lambda p: p.probability)
         return StudyPredictionSerializer({
             "label": study.label, "probability": study.probability, "threshold": top.threshold,
             "model_version": top.model_version, "model_sha256": top.model_sha256, "image": top.image_id,
             "heatmap_url": absolute_url(self.context["request"], "study-heatmap", study.pk, top.image_id),
+            "unassessable_images": [p.image.position for p in predictions if not p.usable],
         }).data
 
 

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, user_logged_in, user_logged_out
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -19,10 +18,10 @@ from rest_framework.views import APIView
 from diagnosis import audit, selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api import tokens
-from diagnosis.api.errors import ApiError
+from diagnosis.api.errors import ApiError, service_error
 from diagnosis.api.schema import errors
 from diagnosis.errors import locked_out
-from diagnosis.files import private_file_response
+from diagnosis.files import serve_audited
 from diagnosis.models import ApiToken, AuditEvent, Consent
 
 Action = AuditEvent.Action
@@ -112,18 +111,6 @@ def _idempotency_key(request) -> str:
     return key
 
 
-def _upload_error(error: services.NothingUsable) -> ApiError:
-    """413 when every file was too large, 415 when every file was of an unsupported type, else 400."""
-    rejected = [{"filename": r.filename, "code": r.code, "reason": r.reason} for r in error.rejections]
-    codes = {r.code for r in error.rejections}
-    reasons = [f"{r.filename}: {r.reason}" for r in error.rejections]
-    if codes == {"too_large"}:
-        return ApiError(413, "too_large", str(error), fields={"images": reasons}, rejected=rejected)
-    if codes == {"unsupported_type"}:
-        return ApiError(415, "unsupported_type", str(error), fields={"images": reasons}, rejected=rejected)
-    return ApiError(400, error.code, str(error), fields={"images": reasons}, rejected=rejected)
-
-
 STUDY_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The study's id.")
 IMAGE_ID = OpenApiParameter("image_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The image's id.")
 PNG = OpenApiResponse(OpenApiTypes.BINARY, description="The PNG file. With S3 storage, a 302 redirect to a "
@@ -154,9 +141,13 @@ class StudyViewSet(viewsets.GenericViewSet):
         return self.serializer_classes.get(self.action, serializers.Serializer)
 
     def list(self, request):
-        query = s.StudyFilterSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        page = self.paginate_queryset(query.filter(request.user))
+        form = s.StudyFilterSerializer(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        query = form.validated_data
+        page = self.paginate_queryset(selectors.worklist(
+            request.user, mine_only=query["mine"], patient_query=query.get("patient", ""),
+            status=query.get("status", ""), order=query["order"], created_after=query.get("created_after"),
+            created_before=query.get("created_before")))
         audit.record(Action.STUDY_LISTED, request=request, via="api",
                      details={"page": self.paginator.page.number, "shown": len(page)})
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -186,14 +177,8 @@ class StudyViewSet(viewsets.GenericViewSet):
             submission = services.submit_study(user=request.user, patient=patient,
                                                uploads=form.validated_data["files"], request=request, via="api",
                                                idempotency_key=key)
-        except services.NothingUsable as error:
-            raise _upload_error(error) from error
-        except services.NotAllowed:
-            raise ValidationError({"patient": [s.UNKNOWN_PATIENT]}) from None
-        except services.ConsentRequired as error:  # a conflict with the patient's state, as on a retry
-            raise ApiError(409, error.code, str(error), fields={"patient": [str(error)]}) from error
         except services.ServiceError as error:
-            raise ApiError(400, error.code, str(error), fields={"images": [str(error)]}) from error
+            raise service_error(error) from error
         if not submission.created and submission.study.patient_id != patient.pk:
             raise ApiError(422, "idempotency_key_reused", f"This {IDEMPOTENCY_KEY} was already used for a study "
                                                           "of another patient; use a new key for each submission.")
@@ -221,7 +206,7 @@ class StudyViewSet(viewsets.GenericViewSet):
         try:
             study = services.retry_study(user=request.user, study=study, request=request, via="api")
         except services.ServiceError as error:
-            raise ApiError(409, error.code, str(error)) from error
+            raise service_error(error) from error
         return self._accepted(services.Submission(study))
 
     @extend_schema(summary="Record the caller's own reading of a completed study", parameters=[STUDY_ID],
@@ -237,35 +222,30 @@ class StudyViewSet(viewsets.GenericViewSet):
             reading = services.record_reading(user=request.user, study=study, request=request, via="api",
                                               **form.validated_data)
         except services.ServiceError as error:
-            raise ApiError(409, error.code, str(error)) from error
+            raise service_error(error) from error
         return Response(s.ReadingSerializer(reading).data)
-
-    def _image(self, request, pk, image_id):
-        return get_object_or_404(selectors.images_for(request.user).select_related("study__patient"),
-                                 pk=image_id, study_id=pk)
 
     @extend_schema(summary="An image of the study (PNG)", parameters=[STUDY_ID, IMAGE_ID],
                    responses={(200, "image/png"): PNG, **errors(404)})
     @action(detail=True, methods=["get"], url_path=rf"images/(?P<image_id>{UUID})", url_name="image",
             content_negotiation_class=JsonErrorsNegotiation)
     def image(self, request, pk=None, image_id=None):
-        image = self._image(request, pk, image_id)
-        audit.record(Action.IMAGE_VIEWED, request=request, obj=image, patient_code=image.study.patient.code,
-                     via="api")
-        return private_file_response(image.file.name)
+        image = selectors.visible_image(request.user, pk, image_id)
+        return serve_audited(request, image.file.name, action=Action.IMAGE_VIEWED, obj=image,
+                             patient_code=image.study.patient.code, via="api")
 
     @extend_schema(summary="The heatmap of an image's latest prediction (PNG)", parameters=[STUDY_ID, IMAGE_ID],
                    responses={(200, "image/png"): PNG, **errors(404)})
     @action(detail=True, methods=["get"], url_path=rf"images/(?P<image_id>{UUID})/heatmap", url_name="heatmap",
             content_negotiation_class=JsonErrorsNegotiation)
     def heatmap(self, request, pk=None, image_id=None):
-        image = self._image(request, pk, image_id)
+        image = selectors.visible_image(request.user, pk, image_id)
         prediction = selectors.latest_prediction(image)
-        if prediction is None:
-            raise ApiError(404, "not_found", "This image has no prediction yet.")
-        audit.record(Action.HEATMAP_VIEWED, request=request, obj=prediction, patient_code=image.study.patient.code,
-                     via="api")
-        return private_file_response(prediction.heatmap.name)
+        if prediction is None or not prediction.heatmap:
+            raise ApiError(404, "not_found", "This image has no heatmap: it is not assessed yet, or could not be "
+                                             "assessed.")
+        return serve_audited(request, prediction.heatmap.name, action=Action.HEATMAP_VIEWED, obj=prediction,
+                             patient_code=image.study.patient.code, via="api")
 
 
 # --- Patients ----------------------------------------------------------------------------------------------

@@ -37,6 +37,17 @@ def figure(value) -> str:
     return f"{value:.4g}" if value == 0 or 1e-4 <= abs(value) < 1e6 else f"{value:.3e}"
 
 
+QUALITY_REASONS = {"not_mr": "Not an MR image (DICOM modality)", "too_small": "Too small",
+                   "empty": "Empty or uniform", "noise": "Noise", "too_little_head": "Too little of a head",
+                   "not_brain_mri": "Not a brain MRI slice"}
+
+
+@register.filter
+def quality_reason(code: str) -> str:
+    """A quality gate code (ml.gate) in words, for tables."""
+    return QUALITY_REASONS.get(code, code or "—")
+
+
 @register.filter
 def label_display(label: str) -> str:
     return LABELS.get(label, label or "—")

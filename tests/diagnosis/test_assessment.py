@@ -58,7 +58,7 @@ def test_an_expired_claim_is_taken_over_and_the_old_holder_cannot_store(study):
     services.assess_study(str(study.pk))
     study.refresh_from_db()
     assert study.status == Study.Status.COMPLETED and study.attempts == 2
-    assert not services._store_results(study, "crashed", [])  # its conditional update finds nothing
+    assert not services.store_results(study, "crashed", [])  # its conditional update finds nothing
 
 
 def test_waiting_studies_are_predicted_together(patient_a, clinician_a, settings):
@@ -113,7 +113,7 @@ def test_attempts_are_capped(study, settings):
 
 def test_sweeper_requeues_lost_and_expired_studies(study, patient_a, clinician_a, settings, monkeypatch):
     sent = []
-    monkeypatch.setattr("diagnosis.tasks.assess_study.apply_async", lambda args, **kw: sent.append(args[0]))
+    monkeypatch.setattr("diagnosis.tasks.assess_study_task.apply_async", lambda args, **kw: sent.append(args[0]))
     lost = StudyFactory(patient=patient_a, submitted_by=clinician_a, images=1)
     Study.objects.filter(pk=lost.pk).update(enqueued_at=timezone.now() - timedelta(hours=1))
     services.claim([study.pk], "dead-worker")

@@ -6,6 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from diagnosis.models import AuditEvent, Consent, Study, StudyImage
+from ml.imaging import Limits
 from tests.factories import PatientFactory, phantom_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_media")]
@@ -15,9 +16,10 @@ def upload(name, data, content_type="image/png"):
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
-def post(client, patient, *files, json=False):
+def post(client, patient, *files, json=False, follow=False):
     headers = {"HTTP_ACCEPT": "application/json"} if json else {}
-    return client.post(reverse("study-new"), {"patient": patient.pk, "images": list(files)}, **headers)
+    return client.post(reverse("study-new"), {"patient": patient.code, "images": list(files)}, follow=follow,
+                       **headers)
 
 
 def stored_files() -> list[str]:
@@ -83,10 +85,17 @@ def test_oversized_and_too_many_pixels(client_a, patient_a, settings):
     response = post(client_a, patient_a, upload("big.png", phantom_bytes(1, size=400)))
     assert "the limit is" in response.content.decode()
     settings.MAX_UPLOAD_BYTES = 10_000_000
-    settings.MAX_IMAGE_PIXELS = 100 * 100
+    settings.IMAGE_LIMITS = Limits(max_pixels=100 * 100)
     response = post(client_a, patient_a, upload("wide.png", phantom_bytes(1, size=200)))
-    assert "limit is 10,000 pixels" in response.content.decode()
+    assert "the limit is 10,000" in response.content.decode()
     assert not Study.objects.exists()
+
+
+def test_the_files_of_one_request_share_a_pixel_budget(client_a, patient_a, settings):
+    settings.MAX_REQUEST_PIXELS = 224 * 224 * 2
+    response = post(client_a, patient_a, *[upload(f"{i}.png", phantom_bytes(i)) for i in range(3)], follow=True)
+    assert "2.png was not added: The files sent together hold more than 100,352 pixels" in response.content.decode()
+    assert Study.objects.get().images.count() == 2
 
 
 def test_too_many_files(client_a, patient_a, settings):
@@ -111,23 +120,23 @@ def test_patient_without_consent_is_refused_with_the_reason(client_a, patient_a)
 
 
 def test_anonymous_is_sent_to_login(anonymous, patient_a):
-    response = anonymous.post(reverse("study-new"), {"patient": patient_a.pk})
+    response = anonymous.post(reverse("study-new"), {"patient": patient_a.code})
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
 
 
 def test_storage_failure_leaves_nothing_half_stored(client_a, patient_a, monkeypatch):
-    from diagnosis import services
+    from django.core.files.storage import FileSystemStorage
 
     calls = {"n": 0}
-    real_encode = services.encode_png
+    real_save = FileSystemStorage.save
 
-    def fail_on_second(gray):
+    def fail_on_second(storage, name, content, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
-        return real_encode(gray)
+        return real_save(storage, name, content, *args, **kwargs)
 
-    monkeypatch.setattr(services, "encode_png", fail_on_second)
+    monkeypatch.setattr(FileSystemStorage, "save", fail_on_second)
     with pytest.raises(OSError):
         post(client_a, patient_a, upload("a.png", phantom_bytes(1)), upload("b.png", phantom_bytes(2)))
     assert not Study.objects.exists() and not StudyImage.objects.exists() and not stored_files()

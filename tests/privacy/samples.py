@@ -106,3 +106,48 @@ def multiframe_mr(frames: int) -> Dataset:
     ds.NumberOfFrames = frames
     ds.PixelData = stack.tobytes()
     return ds
+
+
+MARKER = "ZQXMARKER"
+TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "CS"}
+# Code strings the file cannot be read without: a marker there makes it unreadable, so nothing is stored.
+UNMARKED = {"SpecificCharacterSet", "PhotometricInterpretation"}
+
+
+def _code_item(value: str = "T-A0100") -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SRT", "Brain"
+    return item
+
+
+def marked_mr() -> Dataset:
+    """MR_small (a real MR file) with MARKER written into every text attribute it has, at any depth, and into
+    the ones the security test found leaking (code meanings and text in nested sequences, the body part,
+    manufacturer, model, coils, contrast agent)."""
+    ds = mr_small()
+    ds.BodyPartExamined = "BRAIN"
+    ds.Manufacturer, ds.ManufacturerModelName = "SIEMENS", "Avanto"
+    ds.ReceiveCoilName = ds.TransmitCoilName = "Head 12"
+    ds.ContrastBolusAgent = "Gadovist"
+    ds.PositionReferenceIndicator = "NA"
+    context = Dataset()
+    context.ValueType = "TEXT"
+    context.ConceptNameCodeSequence = Sequence([_code_item("121071")])
+    context.TextValue = "note"
+    ds.AcquisitionContextSequence = Sequence([context])
+    ds.AnatomicRegionSequence = Sequence([_code_item()])
+    ds.ProcedureCodeSequence = Sequence([_code_item("24727-0")])
+    ds.file_meta.SourceApplicationEntityTitle = "SCANNER1"
+    _mark(ds)
+    _mark(ds.file_meta)
+    return ds
+
+
+def _mark(ds: Dataset) -> None:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _mark(item)
+        elif element.VR in TEXT_VRS and element.keyword not in UNMARKED:
+            element.value = {"PN": f"{MARKER}^Zebedee", "UR": f"http://{MARKER.lower()}.example/"}.get(
+                element.VR, MARKER if element.VR in ("CS", "SH", "AE") else f"scan of {MARKER} patient")

@@ -244,7 +244,7 @@ def test_export_and_worklist_leave_out_what_b_may_not_see(idor, client_b):
 
 
 def test_b_cannot_submit_for_a_patient_by_id(idor, client_b, patient_a):
-    response = client_b.post(reverse("study-new"), {"patient": patient_a.pk, "images": [png_upload(3)]})
+    response = client_b.post(reverse("study-new"), {"patient": patient_a.code, "images": [png_upload(3)]})
     assert response.status_code == 400
     assert "That patient is not on your list." in response.content.decode()
     assert Study.objects.filter(patient=patient_a).count() == 1

@@ -59,8 +59,8 @@ def test_an_edited_row_breaks_the_chain_at_that_row():
         cursor.execute("UPDATE diagnosis_auditevent SET actor_username = %s WHERE id = %s", ["mallory", events[2].pk])
     message, status = verify()
     assert status == 1
-    assert message == (f"Audit trail broken at event {events[2].pk}: this event was changed after it was written. "
-                       "2 events before it are sound.")
+    assert message == (f"Audit trail broken at event {events[2].pk}: this event was changed after it was written (or "
+                       "the chain was recomputed without the key). 2 events before it are sound.")
 
 
 def test_a_deleted_row_breaks_the_chain_at_the_next_row():
@@ -71,6 +71,67 @@ def test_a_deleted_row_breaks_the_chain_at_the_next_row():
     assert status == 1
     assert message.startswith(f"Audit trail broken at event {events[2].pk}: an event before it was deleted")
     assert message.endswith("1 event before it is sound.")
+
+
+def rewrite_from(events: list[AuditEvent], index: int, key: str | None) -> None:
+    """What someone who can write the database would do: change an event, then recompute every code after it with
+    the application's own function, signing with `key` (None: plain SHA-256, as the trail once was)."""
+    with tampering() as cursor:
+        cursor.execute("UPDATE diagnosis_auditevent SET actor_username = %s WHERE id = %s", ["mallory", events[index].pk])
+        previous = events[index].previous_hash
+        for event in AuditEvent.objects.filter(pk__gte=events[index].pk).order_by("id"):
+            code = audit.event_hash(event, previous, key)
+            cursor.execute("UPDATE diagnosis_auditevent SET previous_hash = %s, hash = %s WHERE id = %s",
+                           [previous, code, event.pk])
+            previous = code
+        cursor.execute("UPDATE diagnosis_auditchainhead SET last_hash = %s", [previous])
+
+
+@pytest.mark.parametrize("key", [None, "a guessed key, not the installation's one"])
+def test_a_chain_recomputed_without_the_key_is_detected(key):
+    events = record_events(5)
+    rewrite_from(events, 1, key)
+    message, status = verify()
+    assert status == 1 and f"broken at event {events[1].pk}" in message and "without the key" in message
+
+
+def test_with_the_key_a_rewrite_before_a_checkpoint_is_still_detected(settings, isolated_media,
+                                                                      django_capture_on_commit_callbacks):
+    """The stored checkpoints are out of the database writer's reach: even a leaked key cannot rewrite the past."""
+    settings.AUDIT_CHECKPOINT_EVERY = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        events = record_events(4)
+    assert len(audit.checkpoints()) == 4
+    rewrite_from(events, 1, settings.AUDIT_KEYS[next(iter(settings.AUDIT_KEYS))])
+    message, status = verify()
+    assert status == 1 and f"broken at event {events[1].pk}" in message and "differs from its checkpoint" in message
+
+
+def test_keys_rotate_and_old_events_keep_verifying(settings):
+    settings.AUDIT_KEYS = {"old": "o" * 40}
+    record_events(2)
+    settings.AUDIT_KEYS = {"new": "n" * 40, "old": "o" * 40}
+    record_events(2)
+    assert list(AuditEvent.objects.order_by("id").values_list("key_id", flat=True)) == ["old", "old", "new", "new"]
+    assert verify()[1] == 0
+    settings.AUDIT_KEYS = {"new": "n" * 40}
+    message, status = verify()
+    assert status == 1 and "key 'old', which this installation does not hold" in message
+
+
+def test_events_from_before_keys_verify_with_plain_sha256():
+    events = record_events(3)
+    with tampering() as cursor:  # what the trail looked like before this version: unkeyed codes
+        previous = audit.GENESIS
+        for event in events:
+            event.refresh_from_db()
+            code = audit.event_hash(event, previous, None)
+            cursor.execute("UPDATE diagnosis_auditevent SET previous_hash = %s, hash = %s, key_id = '' WHERE id = %s",
+                           [previous, code, event.pk])
+            previous = code
+        cursor.execute("UPDATE diagnosis_auditchainhead SET last_hash = %s", [previous])
+    record_events(1)
+    assert verify() == ("Audit trail intact: 4 events verified.\n", 0)
 
 
 def test_deleting_the_newest_rows_is_noticed_too():

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 
 def post_study(client, patient):
-    return client.post(reverse("study-new"), {"patient": patient.pk, "images": [png_upload()]})
+    return client.post(reverse("study-new"), {"patient": patient.code, "images": [png_upload()]})
 
 
 def admin_action(client, model: str, action: str, ids) -> None:
@@ -160,7 +160,7 @@ def test_a_withdrawal_while_the_model_runs_stores_no_prediction_and_no_heatmap(
             services.withdraw_consent(consent=patient_a.consents.get(), actor=admin_user)
             return assessments
 
-    monkeypatch.setattr(services, "get_predictor", WithdrawnMeanwhile)
+    monkeypatch.setattr("diagnosis.services.assessment.get_predictor", WithdrawnMeanwhile)
     with django_capture_on_commit_callbacks(execute=True):
         assert services.assess_study(str(study.pk)) == "completed 0 of 1 studies"
     assert_cancelled_without_prediction(study)

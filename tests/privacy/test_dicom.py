@@ -15,13 +15,14 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from diagnosis.deidentify import StudyKey, cap_age, scrub_description
-from diagnosis.dicom import apply_window, is_dicom, read_dicom
+from diagnosis.dicom import read_dicom
+from ml.dicom import apply_window, is_dicom
 from diagnosis.uploads import decode_upload, decode_uploads
-from ml.imaging import UnreadableImage
+from ml.imaging import Limits, UnreadableImage, read_stored
 from tests.factories import phantom_bytes
-from tests.privacy.samples import (IDENTIFYING, IDENTIFYING_WORDS, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE,
-                                   MR_SMALL_STUDY_UID, dicom_upload, identifiable_mr, mr_small, multiframe_mr,
-                                   synthetic_mr, to_bytes)
+from tests.privacy.samples import (IDENTIFYING, IDENTIFYING_WORDS, MARKER, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE,
+                                   MR_SMALL_STUDY_UID, dicom_upload, identifiable_mr, marked_mr, mr_small,
+                                   multiframe_mr, synthetic_mr, to_bytes)
 
 pytestmark = pytest.mark.no_db
 
@@ -102,17 +103,31 @@ def pixels_untouched(monkeypatch):
 
 
 def test_pixel_limit_is_checked_before_decoding(settings, pixels_untouched):
-    settings.MAX_IMAGE_PIXELS = 60_000
+    settings.IMAGE_LIMITS = Limits(max_pixels=60_000)
     ds = mr_small()
     ds.Rows = ds.Columns = 4096  # the header claims a huge image; the data is tiny
     error = refusal(ds)
-    assert error.code == "too_large" and "60,000 pixels" in str(error)
+    assert error.code == "too_large" and "the limit is 60,000" in str(error)
 
 
 def test_rows_times_columns_times_frames_counts_against_the_limit(settings, pixels_untouched):
-    settings.MAX_IMAGE_PIXELS = 64 * 64 * 3
+    settings.IMAGE_LIMITS = Limits(max_pixels=64 * 64 * 3)
     error = refusal(multiframe_mr(4))
-    assert error.code == "too_large" and "4 frame(s) of 64x64" in str(error)
+    assert error.code == "too_large" and "holds 16,384 pixels" in str(error)
+
+
+@pytest.mark.parametrize("rows,columns,samples,bits,message", [
+    (64, 65_535, 1, 16, "no side may exceed"),  # DICOM's Columns is 16-bit: 390,625 cannot be written
+    (64, 4000, 1, 16, "times longer than wide"),
+    (5000, 5000, 3, 32, "once decoded"),
+])
+def test_shape_and_decoded_bytes_are_checked_before_decoding(pixels_untouched, rows, columns, samples, bits,
+                                                             message):
+    """The long thin image and the 5000 x 5000 RGB 32-bit file of the security test: refused from the header."""
+    ds = mr_small()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = rows, columns, samples, bits
+    error = refusal(ds)
+    assert error.code == "too_large" and message in str(error)
 
 
 def test_frame_limit_is_checked_before_decoding(settings, pixels_untouched):
@@ -236,6 +251,30 @@ def test_no_identifying_byte_survives_in_the_file():
     for word in IDENTIFYING_WORDS + [MR_SMALL_STUDY_UID, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, "CLUNIE1"]:
         assert word.encode() not in data, word
     assert data[:128] == b"\0" * 128
+
+
+def test_a_marker_in_every_text_attribute_at_any_depth_survives_nowhere():
+    """Text is removed unless an allow-list keeps it, and a kept value is checked: a marker written into every
+    text attribute of a real MR file, nested sequences and file meta included, is in no byte of the copy nor in
+    the facts shown on the study page."""
+    result = read(marked_mr())
+    assert MARKER.encode() not in result.deidentified.upper()
+    assert MARKER not in repr(result.acquisition).upper()
+    copy = pydicom.dcmread(io.BytesIO(result.deidentified))
+    assert "BodyPartExamined" not in copy and "Modality" not in copy  # they held the marker
+    assert copy.AnatomicRegionSequence[0].CodeValue == ""  # type 1 in a code item: kept, emptied
+
+
+def test_allowed_values_are_kept():
+    ds = mr_small()
+    ds.BodyPartExamined, ds.Manufacturer, ds.ImageType = "BRAIN", "Siemens Healthineers", ["ORIGINAL", "PRIMARY", "M"]
+    ds.AnatomicRegionSequence = Sequence([Dataset()])
+    region = ds.AnatomicRegionSequence[0]
+    region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = "T-A0100", "SRT", "Brain"
+    copy = deidentified(ds)
+    assert (copy.BodyPartExamined, copy.Manufacturer, list(copy.ImageType)) == ("BRAIN", "SIEMENS",
+                                                                               ["ORIGINAL", "PRIMARY", "M"])
+    assert copy.AnatomicRegionSequence[0].CodeMeaning == "Brain"
 
 
 def test_private_tags_overlays_and_nested_names_are_cleaned():
@@ -362,7 +401,7 @@ def test_corrupted_files_are_read_or_refused(mutations, cut):
         slices = decode_upload(SimpleUploadedFile("scan.dcm", bytes(data[:cut])))
     except UnreadableImage:
         return
-    assert all(piece.gray.dtype == np.float32 and np.isfinite(piece.gray).all() for piece in slices)
+    assert all(np.isfinite(read_stored(piece.png)).all() for piece in slices)
     copy = slices[0].dicom.data
     for value in (IDENTIFYING["PatientName"], "CompressedSamples"):
         assert value.encode() not in copy

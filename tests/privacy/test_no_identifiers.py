@@ -18,11 +18,11 @@ from tests.conftest import logged_in
 from tests.factories import phantom_bytes
 from tests.privacy.conftest import stored_files
 from tests.privacy.samples import (IDENTIFYING_WORDS, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, MR_SMALL_STUDY_UID,
-                                   dicom_upload, identifiable_mr)
+                                   MARKER, dicom_upload, identifiable_mr, marked_mr)
 from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-FORBIDDEN = IDENTIFYING_WORDS + [MR_SMALL_STUDY_UID, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, "CompressedSamples"]
+FORBIDDEN = IDENTIFYING_WORDS + [MR_SMALL_STUDY_UID, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE, "CompressedSamples", MARKER]
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +61,17 @@ def database_as_json() -> str:
 def test_no_identifying_value_is_stored_returned_or_logged(worker, shared_media, caplog, clinician_a, patient_a,
                                                           admin_user):
     uploads = [dicom_upload(identifiable_mr()), SimpleUploadedFile("Quillfeather_Zebedee_photo.jpg", jpeg_with_exif()),
-               dicom_upload(identifiable_mr(BurnedInAnnotation="YES"), "refused.dcm")]
+               dicom_upload(identifiable_mr(BurnedInAnnotation="YES"), "refused.dcm"),
+               dicom_upload(marked_mr(), "marked.dcm")]
     caplog.set_level(logging.DEBUG)  # everything this process logs from here on, at the most verbose level
     client = logged_in(clinician_a)
-    response = client.post(reverse("study-new"), {"patient": patient_a.pk, "images": uploads})
+    response = client.post(reverse("study-new"), {"patient": patient_a.code, "images": uploads})
     assert response.status_code == 302
     study = Study.objects.get()
     study = wait_for(lambda: Study.objects.filter(pk=study.pk, status=Study.Status.COMPLETED).first(), timeout=90,
                      message=f"study to complete; worker log:\n{worker.log()[-3000:]}")
     images = list(study.images.order_by("position"))
-    assert [image.source_format for image in images] == ["DICOM", "JPEG"]
+    assert [image.source_format for image in images] == ["DICOM", "JPEG", "DICOM"]
 
     returned = {}
     for name, path in [("detail", reverse("study-detail", args=[study.pk])),
@@ -83,8 +84,10 @@ def test_no_identifying_value_is_stored_returned_or_logged(worker, shared_media,
         for route in ("study-image", "study-heatmap"):
             returned[f"{route} {image.position}"] = b"".join(
                 client.get(reverse(route, args=[study.pk, image.pk])).streaming_content)
-    returned["dicom"] = b"".join(client.get(reverse("study-image-dicom", args=[study.pk, images[0].pk]))
-                                 .streaming_content)
+    for image in (images[0], images[2]):
+        returned[f"dicom {image.position}"] = b"".join(
+            client.get(reverse("study-image-dicom", args=[study.pk, image.pk])).streaming_content)
+    returned["api"] = client.get(f"/api/v1/studies/{study.pk}/").content
     admin = logged_in(admin_user)
     for path in (reverse("admin:diagnosis_study_change", args=[study.pk]),
                  reverse("admin:diagnosis_prediction_changelist"), reverse("admin:diagnosis_auditevent_changelist")):

@@ -91,7 +91,7 @@ def test_the_metadata_is_really_in_the_uploads():
 
 @pytest.mark.parametrize("name, data", [("photo.jpg", jpeg_with_everything()), ("scan.png", png_with_everything())])
 def test_stored_and_served_images_are_rebuilt_from_pixels(media_root, client_a, patient_a, name, data):
-    response = client_a.post(reverse("study-new"), {"patient": patient_a.pk,
+    response = client_a.post(reverse("study-new"), {"patient": patient_a.code,
                                                     "images": [SimpleUploadedFile(name, data)]})
     assert response.status_code == 302
     image = StudyImage.objects.get()
@@ -110,7 +110,7 @@ def test_stored_and_served_images_are_rebuilt_from_pixels(media_root, client_a, 
 
 def test_dicom_through_the_web_form_stores_pixels_and_a_deidentified_copy_only(media_root, client_a, patient_a):
     original = to_bytes(identifiable_mr())
-    response = client_a.post(reverse("study-new"), {"patient": patient_a.pk, "images": [dicom_upload(original)]})
+    response = client_a.post(reverse("study-new"), {"patient": patient_a.code, "images": [dicom_upload(original)]})
     assert response.status_code == 302
     image = StudyImage.objects.get()
     assert image.source_format == "DICOM" and (image.width, image.height) == (64, 64)
@@ -151,7 +151,7 @@ def test_a_png_image_has_no_dicom_to_download(media_root, client_a, clinician_a,
 
 def test_multi_frame_dicom_gives_one_image_per_frame_sharing_one_copy(media_root, client_a, patient_a, settings):
     settings.MAX_DICOM_FRAMES = 5
-    response = client_a.post(reverse("study-new"), {"patient": patient_a.pk,
+    response = client_a.post(reverse("study-new"), {"patient": patient_a.code,
                                                     "images": [dicom_upload(multiframe_mr(5))]})
     assert response.status_code == 302
     images = list(StudyImage.objects.order_by("position"))
@@ -165,7 +165,7 @@ def test_refusals_reach_the_form_and_the_audit_trail_without_identifying_data(me
     settings.MAX_DICOM_FRAMES = 2
     burned = identifiable_mr(BurnedInAnnotation="YES")
     response = client_a.post(reverse("study-new"), {
-        "patient": patient_a.pk,
+        "patient": patient_a.code,
         "images": [dicom_upload(burned), dicom_upload(multiframe_mr(3), "series.dcm"),
                    SimpleUploadedFile("ok.png", phantom_bytes(1))],
     })
@@ -192,6 +192,6 @@ def test_uploads_stay_in_memory_even_above_the_default_memory_threshold(media_ro
     ds.PixelData = np.random.default_rng(0).integers(0, 4000, (6, 512, 512), dtype="<i2").tobytes()
     data = to_bytes(ds)
     assert len(data) > 2_621_440  # Django's default FILE_UPLOAD_MAX_MEMORY_SIZE
-    response = client_a.post(reverse("study-new"), {"patient": patient_a.pk, "images": [dicom_upload(data)]})
+    response = client_a.post(reverse("study-new"), {"patient": patient_a.code, "images": [dicom_upload(data)]})
     assert response.status_code == 302
     assert StudyImage.objects.count() == 6

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from brainscan.celery import app
 from diagnosis.models import AuditEvent, Study, WorkerHeartbeat
-from diagnosis.tasks import assess_study, requeue_stale
+from diagnosis.tasks import assess_study_task, requeue_stale_task
 from tests.conftest import need
 from tests.factories import StudyFactory
 from tests.workers import Worker, wait_for
@@ -24,8 +24,8 @@ def queue_of(task) -> str:
 
 @pytest.mark.no_db
 def test_assessment_goes_to_the_inference_queue_and_the_rest_to_default():
-    assert queue_of(assess_study) == "inference"
-    assert queue_of(requeue_stale) == "default"
+    assert queue_of(assess_study_task) == "inference"
+    assert queue_of(requeue_stale_task) == "default"
     assert app.conf.task_default_queue == "default"
 
 
@@ -54,10 +54,10 @@ def test_the_sweeper_runs_while_inference_is_flooded(default_worker):
     stale = StudyFactory(images=1, enqueued_at=timezone.now() - timedelta(hours=1))
     flood = 300
     for _ in range(flood):  # studies nobody is there to assess: no inference worker runs
-        assess_study.apply_async(args=["00000000-0000-0000-0000-000000000000"])
+        assess_study_task.apply_async(args=["00000000-0000-0000-0000-000000000000"])
     assert waiting("inference") >= flood
 
-    requeue_stale.delay()
+    requeue_stale_task.delay()
     wait_for(lambda: AuditEvent.objects.filter(action=AuditEvent.Action.STUDY_REQUEUED, object_id=str(stale.pk))
              .exists(), timeout=30, message=f"the sweeper to run; worker log:\n{default_worker.log()[-2000:]}")
     assert waiting("inference") >= flood + 1  # the flood and the re-sent study wait; none was taken

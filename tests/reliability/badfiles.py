@@ -46,6 +46,23 @@ def dicom_zip_bomb(megabytes: int = 300) -> bytes:
     return data[: stream.tell()] + body
 
 
+def long_thin_png(width: int = 390_625, height: int = 64) -> bytes:
+    """The security test's poison: a grayscale PNG of exactly 25,000,000 pixels, about 25 kB on disk, that
+    once made the crop allocate width x width floats and killed the worker."""
+    row = b"\x00" + bytes(width)
+    deflate = zlib.compressobj(9)
+    data = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+def long_thin_dicom() -> bytes:
+    """A DICOM file as long and thin as DICOM can say (Columns is 16-bit): 64 x 65,535, carrying few pixels."""
+    ds = mr_small()
+    ds.Rows, ds.Columns = 64, 65_535
+    return to_bytes(ds)
+
+
 def dicom_pixel_bomb() -> bytes:
     """A DICOM file that declares 60000 x 60000 pixels and carries almost none."""
     ds = mr_small()
@@ -82,7 +99,9 @@ def bad_files() -> list[tuple[str, bytes, str]]:
         ("bomb.png", png_bomb(), "pixels"),
         ("dot.png", encode(Image.new("L", (1, 1), 128)), "at least 8x8"),
         ("zip-bomb.dcm", dicom_zip_bomb(), "Deflate-compressed DICOM files are not accepted"),
-        ("pixel-bomb.dcm", dicom_pixel_bomb(), "the limit is"),
+        ("pixel-bomb.dcm", dicom_pixel_bomb(), "no side may exceed"),
+        ("long-thin.png", long_thin_png(), "no side may exceed"),
+        ("long-thin.dcm", long_thin_dicom(), "no side may exceed"),
         ("truncated.dcm", Path(get_testdata_file("MR_truncated.dcm", download=False)).read_bytes(),
          "damaged or incomplete"),
     ]

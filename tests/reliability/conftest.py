@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 
-from benchmarks.stack import ApiClient, CeleryBeat, RedisServer, SeededPatient, WebFormClient, WebServer
+from stack.clients import ApiClient, SeededPatient, WebFormClient
+from stack.processes import CeleryBeat, RedisServer, WebServer
 from diagnosis.models import AuditEvent, Prediction, Study
 from tests.conftest import need
 from tests.factories import PASSWORD, PatientFactory, UserFactory

@@ -7,7 +7,7 @@ from django.core.files.storage import default_storage
 
 from diagnosis.models import Prediction, Study, StudyImage
 from tests.factories import phantom_bytes
-from tests.reliability.badfiles import bad_files, png_bomb, sixteen_bit_png
+from tests.reliability.badfiles import bad_files, long_thin_png, png_bomb, sixteen_bit_png
 from tests.reliability.conftest import settle
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -48,7 +48,8 @@ def test_a_submission_of_only_bad_files_stores_nothing_and_says_why(broken_site)
 def test_a_stored_image_gone_bad_fails_its_study_at_once_with_a_reason(broken_site):
     """The stored copy is damaged between upload and assessment (storage fault, tampering)."""
     client, patient = broken_site.clinician()
-    replacements = {"truncated": phantom_bytes(5, True)[:300], "bomb": png_bomb(), "html": b"<html></html>"}
+    replacements = {"truncated": phantom_bytes(5, True)[:300], "bomb": png_bomb(), "html": b"<html></html>",
+                    "long-thin": long_thin_png()}
     study_ids = {kind: client.submit(patient, [("scan.png", phantom_bytes(5, True))]) for kind in replacements}
     for kind, study_id in study_ids.items():  # no worker is running yet, so nothing has read them
         name = StudyImage.objects.get(study_id=study_id).file.name
@@ -60,3 +61,6 @@ def test_a_stored_image_gone_bad_fails_its_study_at_once_with_a_reason(broken_si
         assert study.status == Study.Status.FAILED and study.error_code == "unreadable_image", study.error
         assert study.error.startswith("Image 1 could not be read from storage") and study.attempts == 1
     assert not Prediction.objects.filter(image__study_id__in=study_ids.values()).exists()
+    # The worker survived them all: a normal study sent afterwards completes within 10 seconds.
+    [study] = settle([client.submit(patient, [("scan.png", phantom_bytes(6, True))])], broken_site, timeout=10)
+    assert study.status == Study.Status.COMPLETED

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from benchmarks.stack import ApiClient
+from stack.clients import ApiClient
 from diagnosis.models import Study
 from tests.factories import phantom_bytes
 from tests.reliability.conftest import assert_done_exactly_once, settle
@@ -24,7 +24,7 @@ def slices(seed: int, count: int = 1) -> list[tuple[str, bytes]]:
 
 
 def test_studies_submitted_while_redis_is_down_all_complete_once(broken_site):
-    broken_site.worker("outage", BRAINSCAN_TEST_HOLD_CLAIM_SECONDS="2")
+    broken_site.worker("outage", BRAINSCAN_TEST_PAUSE_AFTER_CLAIM_SECONDS="2")
     web_client, patient = broken_site.clinician()
     in_flight = web_client.submit(patient, slices(0, 2))
     wait_for(lambda: Study.objects.filter(pk=in_flight, status=Study.Status.PROCESSING).exists(), 30, interval=0.05,

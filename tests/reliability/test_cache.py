@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from benchmarks.stack import RedisServer
+from stack.processes import RedisServer
 from brainscan.cache import OutageTolerantRedisCache
 from tests.conftest import need
 

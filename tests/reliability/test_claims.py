@@ -34,7 +34,7 @@ def test_a_redelivered_message_takes_over_its_own_dead_run_until_attempts_run_ou
     assert services.claim([study.pk], services.new_claim_token(DELIVERY), DELIVERY)
     assert Study.objects.get(pk=study.pk).attempts == 3
     # The run that was taken over can no longer store anything.
-    assert not services._store_results(study, second, [])
+    assert not services.store_results(study, second, [])
 
     assert services.claim([study.pk], services.new_claim_token(DELIVERY), DELIVERY) == []
     study.refresh_from_db()
@@ -47,7 +47,7 @@ def test_an_outage_gives_the_attempt_back_but_a_time_limit_does_not(study, monke
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(services, "get_predictor", fail)
+    monkeypatch.setattr("diagnosis.services.assessment.get_predictor", fail)
     with pytest.raises(services.TransientError):
         services.assess_study(str(study.pk), delivery=DELIVERY)
     study.refresh_from_db()
@@ -56,7 +56,7 @@ def test_an_outage_gives_the_attempt_back_but_a_time_limit_does_not(study, monke
 
 def test_the_sweeper_sends_a_study_whose_lease_expired_at_once(study, monkeypatch, django_capture_on_commit_callbacks):
     sent = []
-    monkeypatch.setattr("diagnosis.tasks.assess_study.apply_async", lambda args, **kw: sent.append(args[0]))
+    monkeypatch.setattr("diagnosis.tasks.assess_study_task.apply_async", lambda args, **kw: sent.append(args[0]))
     services.claim([study.pk], services.new_claim_token(DELIVERY), DELIVERY)
     # Sent a moment ago, so not stale; but its worker died and the lease ran out.
     Study.objects.filter(pk=study.pk).update(enqueued_at=timezone.now(),
@@ -74,13 +74,13 @@ def test_a_study_whose_send_failed_is_sent_by_the_next_sweep(study, monkeypatch,
     def broker_down(*args, **kwargs):
         raise BrokerDown("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
 
-    monkeypatch.setattr("diagnosis.tasks.assess_study.apply_async", broker_down)
+    monkeypatch.setattr("diagnosis.tasks.assess_study_task.apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         services.enqueue(study)
     assert Study.objects.get(pk=study.pk).enqueued_at is None  # marked unsent, not left looking fresh
 
     sent = []
-    monkeypatch.setattr("diagnosis.tasks.assess_study.apply_async", lambda args, **kw: sent.append(args[0]))
+    monkeypatch.setattr("diagnosis.tasks.assess_study_task.apply_async", lambda args, **kw: sent.append(args[0]))
     with django_capture_on_commit_callbacks(execute=True):
         assert services.requeue_stale() == 1
     assert sent == [str(study.pk)]

@@ -1,6 +1,6 @@
 """kill -9 in the middle of an assessment: the study still completes, once.
 
-The worker holds its claim for BRAINSCAN_TEST_HOLD_CLAIM_SECONDS (see tests/reliability/hold_claim.py),
+The worker holds its claim for BRAINSCAN_TEST_PAUSE_AFTER_CLAIM_SECONDS (a test-only setting),
 so the test can catch it mid-run: the study is `processing` with a live lease when the kill lands.
 """
 
@@ -15,7 +15,7 @@ from tests.reliability.conftest import assert_done_exactly_once, settle
 from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-HOLD = {"BRAINSCAN_TEST_HOLD_CLAIM_SECONDS": "2"}
+HOLD = {"BRAINSCAN_TEST_PAUSE_AFTER_CLAIM_SECONDS": "2"}
 
 
 def submit_and_catch_running(site, images: int = 2) -> Study:

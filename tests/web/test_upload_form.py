@@ -33,7 +33,7 @@ def test_form_page_lists_only_my_patients_and_labels_every_control(client_a, pat
 
 
 def test_good_files_go_through_and_the_bad_one_is_named_with_its_reason(client_a, clinician_a, patient_a):
-    response = client_a.post(URL, {"patient": patient_a.pk, "images": [png(), jpeg(), text_as_png()]}, **JSON)
+    response = client_a.post(URL, {"patient": patient_a.code, "images": [png(), jpeg(), text_as_png()]}, **JSON)
     assert response.status_code == 201
     body = response.json()
     study = Study.objects.get()
@@ -47,7 +47,7 @@ def test_good_files_go_through_and_the_bad_one_is_named_with_its_reason(client_a
 
 def test_when_no_file_is_usable_nothing_is_stored_and_each_file_has_its_reason(client_a, patient_a):
     empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
-    response = client_a.post(URL, {"patient": patient_a.pk, "images": [text_as_png(), empty]}, **JSON)
+    response = client_a.post(URL, {"patient": patient_a.code, "images": [text_as_png(), empty]}, **JSON)
     assert response.status_code == 400
     body = response.json()
     assert body["errors"]["images"] == ["None of the files could be used; nothing was stored."]
@@ -58,33 +58,33 @@ def test_when_no_file_is_usable_nothing_is_stored_and_each_file_has_its_reason(c
 
 def test_a_patient_without_consent_is_explained_on_the_patient_field(client_a, clinician_a):
     patient = PatientFactory(care_team=[clinician_a], consent=False)
-    response = client_a.post(URL, {"patient": patient.pk, "images": [png()]}, **JSON)
+    response = client_a.post(URL, {"patient": patient.code, "images": [png()]}, **JSON)
     assert response.status_code == 400
     assert "no active consent for AI analysis" in response.json()["errors"]["patient"][0]
     assert not Study.objects.exists()
 
 
 def test_another_clinicians_patient_cannot_be_chosen(client_a, patient_b):
-    response = client_a.post(URL, {"patient": patient_b.pk, "images": [png()]}, **JSON)
+    response = client_a.post(URL, {"patient": patient_b.code, "images": [png()]}, **JSON)
     assert response.status_code == 400
     assert response.json()["errors"]["patient"] == ["That patient is not on your list."]
 
 
 def test_no_file_chosen(client_a, patient_a):
-    response = client_a.post(URL, {"patient": patient_a.pk}, **JSON)
+    response = client_a.post(URL, {"patient": patient_a.code}, **JSON)
     assert response.status_code == 400
     assert response.json()["errors"]["images"] == ["Choose at least one image to upload."]
 
 
 def test_without_javascript_the_form_redirects_and_reports_the_bad_file(client_a, patient_a):
-    response = client_a.post(URL, {"patient": patient_a.pk, "images": [png(), text_as_png()]}, follow=True)
+    response = client_a.post(URL, {"patient": patient_a.code, "images": [png(), text_as_png()]}, follow=True)
     study = Study.objects.get()
     assert response.redirect_chain == [(reverse("study-detail", args=[study.pk]), 302)]
     assert "notes.png was not added: The file is not a JPEG, PNG or DICOM image" in response.content.decode()
 
 
 def test_without_javascript_all_bad_files_are_listed_on_the_form(client_a, patient_a):
-    response = client_a.post(URL, {"patient": patient_a.pk, "images": [text_as_png("a.png"), text_as_png("b.png")]})
+    response = client_a.post(URL, {"patient": patient_a.code, "images": [text_as_png("a.png"), text_as_png("b.png")]})
     assert response.status_code == 400
     page = response.content.decode()
     assert "<strong>a.png</strong>: The file is not a JPEG, PNG or DICOM image" in page
@@ -92,6 +92,6 @@ def test_without_javascript_all_bad_files_are_listed_on_the_form(client_a, patie
 
 
 def test_anonymous_upload_is_refused(anonymous, patient_a):
-    response = anonymous.post(URL, {"patient": patient_a.pk, "images": [png()]})
+    response = anonymous.post(URL, {"patient": patient_a.code, "images": [png()]})
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
     assert not Study.objects.exists()

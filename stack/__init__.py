@@ -1,0 +1,1 @@
+"""Processes and clients of a running BrainScan, shared by the tests and the benchmarks."""
