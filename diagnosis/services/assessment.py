@@ -19,7 +19,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from diagnosis import audit
+from diagnosis import audit, events
 from diagnosis.inference import get_predictor
 from diagnosis.models import AuditEvent, Consent, Prediction, Study, StudyImage, heatmap_name
 from diagnosis.services.errors import TRANSIENT_ERRORS, TransientError
@@ -225,6 +225,8 @@ def store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Assess
             audit.record(action, obj=study, patient_code=study.patient.code, via="worker",
                          details={key: summary[key] for key in ("probability", "label", "model_version",
                                                                 "assessable", "unassessable", "reasons")})
+            study.refresh_from_db()
+            events.finished(study)
     except _LostClaim:
         log.info("Study %s was taken over by another delivery; discarding this result", study.pk)
         return False
@@ -274,10 +276,13 @@ def release(study: Study, token: str, refund_attempt: bool = True) -> None:
 def fail(study: Study, code: str, message: str, *, token: str = "", delivery: str = "") -> bool:
     """Fail the study if this run holds it (`token`), or else if nobody does."""
     held = Q(status=Status.PROCESSING, claim=token) if token else claimable(timezone.now(), delivery)
-    moved = move(Study.objects.filter(held, pk=study.pk), Status.FAILED, error_code=code, error=message)
-    if moved:
-        audit.record(Action.PREDICTION_FAILED, obj=study, patient_code=study.patient.code, via="worker",
-                     details={"reason": code})
+    with transaction.atomic():
+        moved = move(Study.objects.filter(held, pk=study.pk), Status.FAILED, error_code=code, error=message)
+        if moved:
+            audit.record(Action.PREDICTION_FAILED, obj=study, patient_code=study.patient.code, via="worker",
+                         details={"reason": code})
+            study.refresh_from_db()
+            events.finished(study)
     return bool(moved)
 
 

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from diagnosis import audit
+from diagnosis import audit, events
 from diagnosis.models import AuditEvent, Consent, Patient, Prediction, Study, StudyImage
 from diagnosis.services.submission import delete_files
 from diagnosis.services.transitions import move
@@ -35,6 +35,8 @@ def cancel_for_withdrawn_consent(studies, *, actor=None, request=None, via: str 
         for study in cancelled:
             audit.record(Action.STUDY_CANCELLED, actor=actor, request=request, obj=study,
                          patient_code=study.patient.code, via=via, details={"reason": "consent_withdrawn"})
+            study.refresh_from_db()
+            events.finished(study)
     return len(cancelled)
 
 

@@ -155,8 +155,8 @@ def test_a_withdrawal_while_the_model_runs_stores_no_prediction_and_no_heatmap(
     class WithdrawnMeanwhile:
         version = predictor.version
 
-        def assess(self, images):
-            assessments = predictor.assess(images)
+        def assess(self, images, **options):
+            assessments = predictor.assess(images, **options)
             services.withdraw_consent(consent=patient_a.consents.get(), actor=admin_user)
             return assessments
 
