@@ -47,6 +47,7 @@ class Sample:
     sequence: str = ""  # flair, t1pre, t1post... where the collection says
     mask: Path | None = None  # tumor mask (0 background, 255 tumor) at the image's resolution
     listed_head_fraction: float | None = None  # the share of head the collection lists for the slice
+    slice_index: int | None = None  # where the slice lies in its volume, where the collection says
 
 
 @dataclass
@@ -146,6 +147,7 @@ def table_samples(root: Path) -> list[Sample]:
                 subject=row["patient"], institution=row.get("institution", ""), sequence=row.get("sequence", ""),
                 mask=root / row["mask"] if row.get("mask") else None,
                 listed_head_fraction=float(row["head_fraction"]) if row.get("head_fraction") else None,
+                slice_index=int(row["slice"]) if row.get("slice") else None,
             ))
     return samples
 

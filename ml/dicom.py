@@ -20,7 +20,8 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
-from ml.imaging import DEFAULT_LIMITS, PERCENTILE_WINDOW, ImageTooLarge, Limits, UnreadableImage, downsize
+from ml.imaging import (DEFAULT_LIMITS, PERCENTILE_WINDOW, ImageTooLarge, Limits, UnreadableImage, downsize,
+                        shrink_array)
 
 DICM_OFFSET = 128
 DICM_MAGIC = b"DICM"
@@ -102,13 +103,14 @@ def frames(ds: Dataset, limits: Limits = DEFAULT_LIMITS, max_frames: int = MAX_F
         pixels = pixels[np.newaxis]
     if str(ds.PhotometricInterpretation).upper() in COLOUR:  # pydicom has converted it to RGB
         peak = float(2 ** int(ds.get("BitsStored") or 8) - 1)
-        return [downsize(np.clip(frame.astype(np.float32) @ LUMINANCE / peak, 0.0, 1.0)) for frame in pixels]
+        return [downsize(np.clip(shrink_array(frame).astype(np.float32) @ LUMINANCE / peak, 0.0, 1.0))
+                for frame in pixels]
     windows = [file_window(ds, index) for index in range(count)]
     fallback = percentile_window(ds, pixels) if None in windows else None
     inverted = str(ds.PhotometricInterpretation).upper() == "MONOCHROME1"
     out = []
     for index, window in enumerate(windows):
-        gray = apply_window(modality_values(ds, pixels[index], index), *(window or fallback))
+        gray = apply_window(modality_values(ds, shrink_array(pixels[index]), index), *(window or fallback))
         out.append(downsize((1.0 - gray if inverted else gray).astype(np.float32)))
     return out
 
@@ -157,7 +159,7 @@ def frame_value(ds: Dataset, index: int, macro: str, keyword: str):
 def modality_values(ds: Dataset, pixels: np.ndarray, index: int) -> np.ndarray:
     """Stored values to modality values (PS3.3 C.11.1): the Modality LUT, or slope and intercept."""
     if "ModalityLUTSequence" in ds:
-        values = apply_modality_lut(pixels, ds)
+        values = apply_modality_lut(np.rint(pixels).astype(np.int64) if pixels.dtype.kind == "f" else pixels, ds)
     else:
         slope = first_number(frame_value(ds, index, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
         intercept = first_number(frame_value(ds, index, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)

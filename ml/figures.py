@@ -38,8 +38,8 @@ def breakdown(dataset: Dataset, index: np.ndarray, scores: np.ndarray, threshold
             values = dataset.column(attribute)[index[rows]]
             if (values != "").all() and len(set(values)) > 1:
                 entry[f"by_{attribute}"] = {
-                    str(value): _brief(slice_metrics(dataset, index[rows][values == value], scores[rows][values == value],
-                                                     threshold))
+                    str(value): _brief(slice_metrics(dataset, index[rows][values == value],
+                                                     scores[rows][values == value], threshold))
                     for value in sorted(set(values))}
         subtypes = np.asarray(dataset.subtypes, dtype=object)[index[rows]]
         entry["recall_by_subtype"] = evaluate.recall_by_group(dataset.labels[index[rows]], scores[rows], threshold,
@@ -175,3 +175,39 @@ def gate_figures(dataset: Dataset, index: np.ndarray, gate_scores, threshold: fl
                 str(seq): share(rows & (sequences == seq) & (listed >= 0.15)) for seq in sorted(set(sequences[rows]))}
         out["by_source"][str(source)] = entry
     return out
+
+
+SERIES_WINDOWS = (1, 2, 3, 5)
+
+
+def series_window(dataset: Dataset, index: np.ndarray, scores: np.ndarray) -> dict:
+    """The number of consecutive slices a series' result averages over, chosen on validation volumes.
+
+    Each (patient, sequence) of a collection that lists slice positions is a volume. For each window, every
+    slice is scored by its mean with its neighbours (ml.volumes.smoothed), and the window with the best
+    slice-level AUC over the validation volumes is kept (ties: the smaller).
+    """
+    from ml.volumes import smoothed
+
+    volumes: dict[tuple, list[int]] = {}
+    for row, i in enumerate(index):
+        sample = dataset.samples[i]
+        if sample.subject and sample.slice_index is not None:
+            volumes.setdefault((sample.subject, sample.sequence), []).append(row)
+    if not volumes:
+        return {"window": 1, "chosen_on": "no volumes in validation: each slice counts alone", "auc_by_window": {}}
+    labels = dataset.labels[index]
+    auc_by_window = {}
+    for window in SERIES_WINDOWS:
+        values, truth = [], []
+        for rows in volumes.values():
+            rows = sorted(rows, key=lambda r: dataset.samples[index[r]].slice_index)
+            values.append(smoothed(scores[rows], window))
+            truth.append(labels[rows])
+        auc_by_window[str(window)] = evaluate.auc(np.concatenate(truth), np.concatenate(values))
+    best = max(SERIES_WINDOWS, key=lambda w: (round(auc_by_window[str(w)], 4), -w))
+    return {"window": best, "auc_by_window": auc_by_window, "volumes": len(volumes),
+            "slices": int(sum(len(rows) for rows in volumes.values())),
+            "chosen_on": "validation volumes (each patient and sequence of tcga-lgg's validation split)",
+            "rule": "a series' result is the highest mean tumor probability over this many consecutive assessed "
+                    "slices; its label is tumor when that mean reaches the threshold"}

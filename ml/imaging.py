@@ -108,7 +108,7 @@ def read_image(source: bytes | str | Path | BinaryIO, limits: Limits = DEFAULT_L
                 if image.format == "JPEG":  # let libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale
                     image.draft(image.mode, (SLICE_SIDE, SLICE_SIDE))
                 image.load()
-                return downsize(to_grayscale(ImageOps.exif_transpose(image)))
+                return downsize(to_grayscale(ImageOps.exif_transpose(shrink(image))))
     except UnreadableImage:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -117,6 +117,25 @@ def read_image(source: bytes | str | Path | BinaryIO, limits: Limits = DEFAULT_L
         raise UnreadableImage("The file is not a JPEG or PNG image.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImage(f"The image is damaged or incomplete ({error}).") from None
+
+
+def shrink(image: Image.Image) -> Image.Image:
+    """A large image reduced by a whole factor in its own mode (box filter), before any float copy is made:
+    a 5000 x 5000 slice never exists as 100 MB of floats."""
+    factor = max(image.size) // SLICE_SIDE
+    if factor >= 2 and image.mode in ("L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+        return image.reduce(factor)
+    return image
+
+
+def shrink_array(pixels: np.ndarray) -> np.ndarray:
+    """The same for a decoded array (rows, columns[, samples]): block means over a whole factor."""
+    factor = max(pixels.shape[:2]) // SLICE_SIDE
+    if factor < 2:
+        return pixels
+    rows, columns = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    blocks = pixels[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor, *pixels.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 def check_header(image: Image.Image, limits: Limits) -> None:
@@ -178,13 +197,17 @@ def read_stored(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     No window is applied: the stored values already are the slice.
     """
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
-            check_header(image, limits)
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return (np.asarray(image, dtype=np.float32) / STORED_LEVELS).clip(0.0, 1.0)
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
+                check_header(image, limits)
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    return (np.asarray(image, dtype=np.float32) / STORED_LEVELS).clip(0.0, 1.0)
+                return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except UnreadableImage:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageTooLarge("The stored image has too many pixels to be a scan slice.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImage(f"The stored image is damaged ({error}).") from None

@@ -33,12 +33,15 @@ from ml.features import FEATURE_NAMES, feature_matrix
 from ml.gate import MIN_ASSESSABLE_SIDE, MIN_HEAD_SHARE, NOISE_ROUGHNESS, UNIFORM_STD, gate_input
 from ml.gate_training import GateFit, fit_gate
 from ml.preprocess import IMAGE_SIZE
-from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion
+from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
+from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend
 from ml.train import Fit, TrainConfig, fit, make_split, serve
 
 TARGETS = {"auc": 0.99, "sensitivity": 0.97, "specificity": 0.95}  # brain-mri, clean test split
 EXTERNAL_TARGETS = {"auc": 0.95, "sensitivity": 0.90, "specificity": 0.85, "pointing_game": 0.80}  # per fold, FLAIR
 EXTERNAL_SEQUENCE = "flair"
+CLEAN_COLLECTION = "brain-mri"  # the clean targets are measured on its test split
+STRESS_DROP_LIMIT = 0.03  # a larger sensitivity drop under a perturbation is a limitation of the card
 CITATIONS = {
     "brain-mri": "Masoud Nickparvar, Brain Tumor MRI Dataset (Kaggle, 2021), combining the figshare, SARTAJ and "
                  "Br35H collections; used here as a 224x224 JPEG copy with a few hundred images removed.",
@@ -59,7 +62,8 @@ class Experiment:
     roots: list[Path]
 
 
-def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_dir=None, verbose: int = 1) -> Experiment:
+def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_dir=None,
+                       verbose: int = 1) -> Experiment:
     roots = [Path(d) for d in data_dirs]
     dataset = load_dataset(roots, IMAGE_SIZE, cache_dir=cache_dir, progress=verbose > 0)
     groups, split, duplicates = make_split(dataset, config)
@@ -98,7 +102,10 @@ def train_and_register(
         main.serving.save(keras_path)
         difference = export_onnx(main.serving, onnx_path, dataset.images[split.test[:64]])
         gate_difference = export_onnx(gate.network, gate_path, _gate_check_inputs(dataset, split))
+        extra_files, serving_card = serving_steps(dataset, split, onnx_path, Path(tmp), main.threshold,
+                                                  main.validation_scores)
         test_metrics = figures.breakdown(dataset, split.test, test_scores, main.threshold)
+        sources = set(dataset.column("source"))
         card = {
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "task": "Binary classification of a brain MRI slice: tumor (glioma, meningioma, pituitary) vs no tumor, "
@@ -120,9 +127,9 @@ def train_and_register(
             "history": main.history,
             "best_epoch": main.best_epoch,
             "threshold": {"value": main.threshold, "rationale": main.threshold_rationale,
-                          "target_sensitivity": {**{s: config.target_sensitivity for s in set(dataset.column("source"))},
+                          "target_sensitivity": {**{s: config.target_sensitivity for s in sources},
                                                  **{s: t for s, t in evaluate.COLLECTION_TARGETS.items()
-                                                    if s in set(dataset.column("source"))}},
+                                                    if s in sources}},
                           "chosen_on": "validation"},
             "calibration": figures.calibration_figures(dataset.labels[split.validation], main.validation_logits,
                                                        main.temperature, dataset.labels[split.test], test_scores),
@@ -138,11 +145,44 @@ def train_and_register(
             "training_seconds": round(main.seconds, 1),
             "pipeline_seconds": round(time.perf_counter() - started, 1),
             "onnx_max_probability_difference": difference,
+            **serving_card,
         }
         card["limitations"] = _limitations(card)
         return registry.register(registry.new_version_name(name_prefix),
-                                 {KERAS_FILE: keras_path, ONNX_FILE: onnx_path, GATE_FILE: gate_path}, card,
-                                 activate=activate)
+                                 {KERAS_FILE: keras_path, ONNX_FILE: onnx_path, GATE_FILE: gate_path, **extra_files},
+                                 card, activate=activate)
+
+
+def serving_steps(dataset: Dataset, split: Split, onnx_path: Path, folder: Path, threshold: float,
+                  validation_scores: np.ndarray) -> tuple[dict[str, Path], dict]:
+    """What serving needs beyond the fp32 graph, from validation (choices) and test (parity):
+
+    - the series rule: how many consecutive slices a series' result averages over (figures.series_window);
+    - the int8 graph (ml.quantize), calibrated on validation images, and whether it keeps parity with fp32 on
+      the clean test split: the card's `serving` names the file the predictor loads, with the reason.
+    The network runs once per slice: there is no ensemble or mirror average to distil into one pass.
+    """
+    int8_path = folder / INT8_FILE
+    quantize(onnx_path, int8_path, dataset.images[split.validation[:CALIBRATION_IMAGES]])
+    check = parity(onnx_path, int8_path, dataset.images[split.test], dataset.labels[split.test], threshold)
+    served = INT8_FILE if check["passed"] else ONNX_FILE
+    serving = {
+        "file": served, "runtime": "onnxruntime", "precision": "int8" if check["passed"] else "fp32",
+        "reason": ("the int8 graph keeps parity with fp32 on the clean test split" if check["passed"] else
+                   "the int8 graph misses parity with fp32 (" + "; ".join(check["failures"]) + "): fp32 is served"),
+        "passes_per_slice": 1,
+        "one_pass": "the release recipe is one network run once per slice (no ensemble, no mirror averaging), "
+                    "so there is nothing to distil",
+    }
+    return {INT8_FILE: int8_path}, {
+        "series": figures.series_window(dataset, split.validation, validation_scores),
+        "quantization": {"method": "ONNX Runtime static quantization: QDQ, per-channel int8 weights, int8 "
+                                   "activations calibrated (min-max) on validation images; the pooling and "
+                                   "sigmoids after the last convolution stay in float",
+                         "calibration_images": int(min(CALIBRATION_IMAGES, len(split.validation))),
+                         "parity": check},
+        "serving": serving,
+    }
 
 
 def _gate_check_inputs(dataset: Dataset, split: Split) -> np.ndarray:
@@ -226,7 +266,8 @@ def collect_external(results_dir: str | Path, fingerprint: str, expected: set[st
         report = json.loads(path.read_text())
         flair = report["by_sequence"].get(EXTERNAL_SEQUENCE, {})
         measured = {**flair, "pointing_game": flair.get("localization", {}).get("pointing_game")}
-        met = {key: measured.get(key) is not None and measured[key] >= target for key, target in EXTERNAL_TARGETS.items()}
+        met = {key: measured.get(key) is not None and measured[key] >= target
+               for key, target in EXTERNAL_TARGETS.items()}
         folds[report["institution"]] = {**report, "met_on_flair": met}
     return {"method": "leave one institution out on tcga-lgg: the release recipe trained without the institution's "
                       "patients (brain-mri and the other institutions' train split), validated without them, and "
@@ -338,7 +379,7 @@ def _metrics(dataset: Dataset, split: Split, main: Fit, test_scores: np.ndarray,
 
 
 def _targets(test_metrics: dict) -> dict:
-    brain = test_metrics["by_source"].get("brain-mri", {}).get("all")
+    brain = test_metrics["by_source"].get(CLEAN_COLLECTION, {}).get("all")
     met = {k: bool(brain[k] >= v) for k, v in TARGETS.items()} if brain else None
     return {**TARGETS, "measured_on": "brain-mri clean test split", "met_on_test": met,
             "external": EXTERNAL_TARGETS}
@@ -383,8 +424,8 @@ def _limitations(card: dict) -> list[str]:
         missed = [k for k, ok in fold["met_on_flair"].items() if not ok]
         if missed:
             notes.append(f"With {name} held out (FLAIR): below the external targets for " + ", ".join(missed) + ".")
-    if card["stress"]["worst_sensitivity_drop"] > 0.03:
-        worst = [f for f, e in card["stress"]["families"].items() if e["sensitivity_drop"] > 0.03]
+    if card["stress"]["worst_sensitivity_drop"] > STRESS_DROP_LIMIT:
+        worst = [f for f, e in card["stress"]["families"].items() if e["sensitivity_drop"] > STRESS_DROP_LIMIT]
         notes.append("Sensitivity drops by more than 3 points under: " + ", ".join(worst) + " (stress suite).")
     tumor_empties = [n for n, e in card["stress"]["empty_images"].items() if e["label"] == "tumor"]
     if tumor_empties:
@@ -398,3 +439,27 @@ def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def complete_version(version: ModelVersion, data_dirs: list[str | Path], *, cache_dir=None, verbose: int = 1,
+                     redo: bool = False) -> ModelVersion:
+    """Add to a version trained before them the serving steps it lacks (serving_steps), from its own split:
+    the data must reproduce the card's test split exactly, or nothing is added. `redo` makes again what an
+    earlier run of this step added (after a fix to the step), never what training wrote."""
+    from ml.quantize import run
+
+    card = version.card
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{key: tuple(value) if isinstance(value, list) else value
+                            for key, value in card["hyperparameters"].items() if key in names})
+    experiment = prepare_experiment(data_dirs, config, cache_dir, verbose)
+    dataset, split = experiment.dataset, experiment.split
+    if [_relative(dataset, i, experiment.roots) for i in split.test] != card["split"]["test_files"]:
+        raise ValueError(f"These folders do not reproduce the test split recorded in the card of {version.name}; "
+                         "point --data at the collections it was trained on.")
+    validation_scores, _ = run(version.onnx_path, dataset.images[split.validation])
+    with tempfile.TemporaryDirectory() as tmp:
+        files, updates = serving_steps(dataset, split, version.onnx_path, Path(tmp), float(card["threshold"]["value"]),
+                                       validation_scores)
+        return amend(version, files, {key: value for key, value in updates.items() if redo or key not in card},
+                     by="manage.py complete_model", redo=redo)

@@ -52,15 +52,19 @@ class Predictor:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(version.onnx_path), options,
+        card = version.card
+        # The int8 graph when it kept parity with fp32 (ml.quantize), else fp32.
+        self.serving = card.get("serving") or {"file": "model.onnx", "runtime": "onnxruntime", "precision": "fp32"}
+        self.session = onnxruntime.InferenceSession(str(version.path / self.serving["file"]), options,
                                                     providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        card = version.card
         self.version = version.name
-        self.sha256 = card["sha256"]["model.onnx"]
+        self.sha256 = card["sha256"][self.serving["file"]]
         self.threshold = float(card["threshold"]["value"])
         self.image_size = int(card["hyperparameters"]["image_size"])
         self.feature_model = card.get("feature_model")
+        # A series' result: the highest mean over this many consecutive slices (chosen on validation volumes).
+        self.series_window = int((card.get("series") or {}).get("window", 1))
         gate = card.get("quality_gate")
         self.gate = (Gate(version.path / gate["file"], gate["threshold"], threads)
                      if gate and (version.path / gate["file"]).is_file() else None)

@@ -101,7 +101,8 @@ def head_mask(image: np.ndarray) -> np.ndarray:
 
     The threshold on the distance from the background level is Otsu's, but never higher than a few
     times the background's own noise (a dim head on a lifted background must not lose its darker
-    half) nor lower than a share of the head's contrast (so that it scales with the image). An opening cuts thin bridges (a frame, a line of text) before the largest component is kept.
+    half) nor lower than a share of the head's contrast (so that it scales with the image). An opening
+    cuts thin bridges (a frame, a line of text) before the largest component is kept.
     """
     smooth = ndimage.gaussian_filter(image, SMOOTH_SIGMA, mode="nearest")
     level, spread = background_level(smooth)

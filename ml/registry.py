@@ -139,6 +139,38 @@ class ModelRegistry:
         return ModelVersion(name, folder)
 
 
+def amend(version: ModelVersion, files: dict[str, Path], card_updates: dict, by: str,
+          redo: bool = False) -> ModelVersion:
+    """Add what a later step of the training pipeline makes (an int8 graph, the series rule) to a version trained
+    before that step existed: the files are moved in, the card gains `card_updates` and a line saying which
+    command added what and when, and every checksum is written again. Nothing training wrote is changed; with
+    `redo`, what the same command added before (and only that) is made again, and the line says so.
+    """
+    version.verify()
+    card = version.card
+    own = {name for line in card.get("amendments", []) if line["by"] == by for name in line["added"]} if redo else set()
+    clash = (sorted(set(card_updates) & set(card) - own)
+             + sorted(name for name in files if (version.path / name).exists() and name not in own))
+    if clash:
+        raise RegistryError(f"{version.name} already has {', '.join(clash)}; a version is only ever added to.")
+    for target, source in files.items():
+        shutil.move(source, version.path / target)
+    sums = {name: digest for name, digest in version.checksums().items() if name != CARD}
+    sums.update({target: sha256_of(version.path / target) for target in files})
+    amendments = card.get("amendments", []) + [{
+        "by": by, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "added": sorted(card_updates) + sorted(files),
+        **({"made_again": sorted(own & (set(card_updates) | set(files)))} if own else {})}]
+    card = {**card, **card_updates, "amendments": amendments,
+            "sha256": {**card["sha256"], **{target: sums[target] for target in files}}}
+    tmp = version.path / f".{CARD}.tmp"
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, version.path / CARD)
+    sums[CARD] = sha256_of(version.path / CARD)
+    (version.path / CHECKSUMS).write_text("".join(f"{digest}  {target}\n" for target, digest in sorted(sums.items())))
+    return version
+
+
 def _json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()

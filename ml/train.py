@@ -176,7 +176,8 @@ def source_aucs(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> 
             for name in sorted(set(sources))}
 
 
-def slice_logits(network: keras.Model, images: np.ndarray, batch_size: int = 256, sharpness: float = SHARPNESS) -> np.ndarray:
+def slice_logits(network: keras.Model, images: np.ndarray, batch_size: int = 256,
+                 sharpness: float = SHARPNESS) -> np.ndarray:
     """The trained (uncalibrated) slice logit of each image."""
     out = []
     for start in range(0, len(images), batch_size):

@@ -8,6 +8,8 @@ BRAINSCAN_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +21,8 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+import ml
+from ml.phantoms import write_phantom_folder
 from ml.registry import ModelRegistry, sha256_of
 from tests.factories import PASSWORD, PatientFactory, UserFactory
 
@@ -64,6 +68,15 @@ def isolated_media(settings, tmp_path):
     settings.STORAGES = {**settings.STORAGES,
                          "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(location)}}}
     return location
+
+
+@pytest.fixture(autouse=True)
+def no_stored_audit_checkpoints():
+    """Each test starts on an empty database, so with an audit trail that has no checkpoint stored yet
+    (checkpoints live in the file storage, which outlives the test database's rollback)."""
+    from diagnosis.audit import CHECKPOINT_FOLDER
+
+    shutil.rmtree(Path(settings.MEDIA_ROOT) / CHECKPOINT_FOLDER, ignore_errors=True)
 
 
 @pytest.fixture
@@ -163,19 +176,74 @@ def dataset_dir() -> Path:
 __all__ = ["PASSWORD", "need", "port_open", "logged_in"]
 
 
+# The model the tests serve: a tiny network trained on synthetic phantoms through the release pipeline,
+# registered like a real model. Training it takes about a minute, so it is kept under var/test-cache/,
+# keyed by the code that trains and serves it (every file of ml/) and by its configuration: a change to
+# either trains a new one, and parallel test processes wait for one of them to train it.
+TINY = dict(epochs=12, patience=12, widths=(8, 8, 16, 16, 32), decoder_width=16, batch_size=16, learning_rate=3e-3,
+            variants=2, gate_epochs=6, gate_negatives_per_kind=24)
+TINY_PHANTOMS = dict(per_class=120, seed=1)
+TEST_CACHE = Path(__file__).resolve().parent.parent / "var" / "test-cache"
+
+
 @pytest.fixture(scope="session")
-def committed_version() -> str:
-    """The version committed in models/ that the application serves by default."""
-    name = ModelRegistry(Path(settings.BASE_DIR) / "models").active_name()
-    assert name, "no model is committed in models/"
-    return name
+def tiny_training_folder(tmp_path_factory) -> Path:
+    return write_phantom_folder(tmp_path_factory.mktemp("phantoms"), **TINY_PHANTOMS)
+
+
+def _tiny_key() -> str:
+    digest = hashlib.sha256(repr((sorted(TINY.items()), sorted(TINY_PHANTOMS.items()))).encode())
+    for source in sorted(Path(ml.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_training_folder):
+    """(registry root, version) of a small network with its quality gate, trained for a few epochs on 240
+    phantoms; each test session gets a private copy of the registry."""
+    from ml.pipeline import train_and_register
+    from ml.train import TrainConfig
+
+    cached = TEST_CACHE / f"tiny-{_tiny_key()}"
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TEST_CACHE / "tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cached / "ACTIVE").is_file():
+            shutil.rmtree(cached, ignore_errors=True)
+            staging = cached.with_suffix(".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            train_and_register([tiny_training_folder], staging, TrainConfig(**TINY), verbose=0, name_prefix="tiny")
+            staging.rename(cached)
+    root = tmp_path_factory.mktemp("registry") / "models"
+    shutil.copytree(cached, root)
+    return root, ModelRegistry(root).active()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def served_model(tiny_model):
+    """Every test serves the tiny model (workers started by tests inherit it through settings.MODEL_DIR):
+    the application's behaviour must not hang on how the release model reads synthetic images. Tests of
+    the release model itself ask for `release_model`."""
+    root, version = tiny_model
+    settings.MODEL_DIR, settings.MODEL_VERSION = root, None
+    return version
 
 
 @pytest.fixture
-def registry_copy(settings, tmp_path, committed_version):
-    """A private registry of copies of the committed model, whose cards a test may change."""
+def release_model(settings):
+    """The version committed in models/ that the application serves by default, served by this test."""
+    settings.MODEL_DIR, settings.MODEL_VERSION = Path(settings.BASE_DIR) / "models", None
+    name = ModelRegistry(settings.MODEL_DIR).active_name()
+    assert name, "no model is committed in models/"
+    return ModelRegistry(settings.MODEL_DIR).get(name)
+
+
+@pytest.fixture
+def registry_copy(settings, tmp_path, tiny_model):
+    """A private registry of copies of the served (tiny) model, whose cards a test may change."""
     root = tmp_path / "models"
-    source = Path(settings.BASE_DIR) / "models" / committed_version
+    source = tiny_model[1].path
 
     def add(name: str, changes: dict | None = None, remove: tuple[str, ...] = ()) -> str:
         shutil.copytree(source, root / name)
@@ -194,4 +262,3 @@ def registry_copy(settings, tmp_path, committed_version):
     settings.MODEL_VERSION = None
     add.registry = lambda: ModelRegistry(root)
     return add
-

@@ -19,7 +19,8 @@ def test_temperature_scaling_recovers_the_overconfidence_and_keeps_the_ranking()
     temperature = calibration.fit_temperature(labels, logits)
     assert temperature == pytest.approx(3.0, rel=0.12)
     before, after = calibration.sigmoid(logits), calibration.sigmoid(logits / temperature)
-    assert calibration.expected_calibration_error(labels, after) < calibration.expected_calibration_error(labels, before) / 2
+    ece = calibration.expected_calibration_error
+    assert ece(labels, after) < ece(labels, before) / 2
     assert calibration.brier_score(labels, after) < calibration.brier_score(labels, before)
     assert evaluate.auc(labels, after) == pytest.approx(evaluate.auc(labels, before))
 

@@ -87,7 +87,8 @@ def test_predict_prints_probability_label_and_version(served, tmp_path, capsys):
 
 
 def test_predict_json_one_object_per_image_with_the_gates_verdict(served, tmp_path, capsys):
-    files = {"scan.png": phantom_bytes(3, True), "mr.dcm": dicom_phantom(4, True), "ct.dcm": dicom_phantom(4, True, "CT")}
+    files = {"scan.png": phantom_bytes(3, True), "mr.dcm": dicom_phantom(4, True),
+             "ct.dcm": dicom_phantom(4, True, "CT")}
     black = tmp_path / "black.png"
     Image.new("L", (224, 224)).save(black)
     for name, data in files.items():

@@ -42,7 +42,8 @@ def test_the_probability_is_the_smooth_maximum_of_the_map_it_shows():
 def test_card_records_data_split_hyperparameters_metrics_calibration_and_gate(tiny_model):
     root, version = tiny_model
     card = version.card
-    for key in ("data", "split", "hyperparameters", "history", "metrics", "threshold", "calibration", "training_seconds",
+    for key in ("data", "split", "hyperparameters", "history", "metrics", "threshold", "calibration",
+                "training_seconds",
                 "sha256", "feature_model", "feature_ranges", "limitations", "environment", "stress", "quality_gate",
                 "localization"):
         assert key in card, key
@@ -66,14 +67,14 @@ def test_card_records_data_split_hyperparameters_metrics_calibration_and_gate(ti
 
 def test_version_folder_has_weights_gate_card_and_checksums_over_all_of_them(tiny_model):
     root, version = tiny_model
-    assert {p.name for p in version.path.iterdir()} == {"model.keras", "model.onnx", "gate.onnx", "card.json",
-                                                        "SHA256SUMS"}
-    assert set(version.checksums()) == {"model.keras", "model.onnx", "gate.onnx", "card.json"}
+    files = {"model.keras", "model.onnx", "model.int8.onnx", "gate.onnx", "card.json"}
+    assert {p.name for p in version.path.iterdir()} == files | {"SHA256SUMS"}
+    assert set(version.checksums()) == files
     version.verify()
     assert ModelRegistry(root).active().name == version.name
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "card.json", "gate.onnx"])
+@pytest.mark.parametrize("name", ["model.onnx", "model.int8.onnx", "card.json", "gate.onnx"])
 def test_any_changed_file_of_a_version_is_detected(tiny_model, tmp_path, name):
     """The card holds the threshold and calibration the predictor applies: editing it is tampering too."""
     import shutil

@@ -47,7 +47,8 @@ class Command(BaseCommand):
         if as_json:
             return json.dumps({"file": name, "usable": usable, "reason": None if usable else assessment.quality.message,
                                "probability": round(assessment.probability, 6) if usable else None,
-                               "label": assessment.label if usable else None, "model_version": assessment.model_version})
+                               "label": assessment.label if usable else None,
+                               "model_version": assessment.model_version})
         if not usable:
             return f"{name}\tcannot be assessed: {assessment.quality.message}\tmodel={assessment.model_version}"
         return (f"{name}\tprobability={assessment.probability:.4f}\tlabel={assessment.label}\t"

@@ -46,7 +46,8 @@ class Command(BaseCommand):
         parser.add_argument("--leave-out-institution", metavar="CODE",
                             help="Run the external validation fold that holds this institution out (e.g. CS)")
         parser.add_argument("--external-dir", type=Path, default=None,
-                            help=f"Where fold figures are written and read (default: the registry's {EXTERNAL_FOLDER}/)")
+                            help="Where fold figures are written and read (default: the registry's "
+                                 f"{EXTERNAL_FOLDER}/)")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the served model")
         parser.add_argument("--registry", type=Path, default=None, help="Model registry folder (default: settings)")
 
