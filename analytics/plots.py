@@ -25,12 +25,14 @@ from matplotlib.patches import Patch  # noqa: E402
 
 NO_TUMOR_COLOUR = "#0072B2"
 TUMOR_COLOUR = "#D55E00"
-TRAIN_COLOUR = "#0072B2"
 VALIDATION_COLOUR = "#E69F00"
 NEUTRAL_COLOUR = "#555555"
 TARGET_COLOUR = "#009E73"
 LABEL_COLOURS = {"no_tumor": NO_TUMOR_COLOUR, "tumor": TUMOR_COLOUR}
 LABEL_NAMES = {"no_tumor": "No tumor", "tumor": "Tumor"}
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")  # Okabe-Ito
+HISTORY_NAMES = {"loss": "Training loss", "logit_loss": "Training loss, slice", "cells_loss": "Training loss, map",
+                 "val_loss": "Validation loss", "auc": "Training AUC", "val_auc": "Validation AUC"}
 DPI = 110
 _drawing = threading.Lock()
 STYLE = {
@@ -81,6 +83,15 @@ def styled(function):
             return function(*args, **kwargs)
     wrapper.__name__, wrapper.__doc__ = function.__name__, function.__doc__
     return wrapper
+
+
+def _error_bars(values: Sequence[float], lows: Sequence[float | None], highs: Sequence[float | None]) -> np.ndarray:
+    """(2, n) distances from each value to its interval; a bootstrap interval need not contain its point
+    estimate, and matplotlib refuses negative lengths, so those are drawn as zero."""
+    values = np.asarray(values, dtype=float)
+    below = values - np.asarray([v if low is None else low for v, low in zip(values, lows)], dtype=float)
+    above = np.asarray([v if high is None else high for v, high in zip(values, highs)], dtype=float) - values
+    return np.clip(np.array([below, above]), 0.0, None)
 
 
 def _image_axes(axes, image: np.ndarray, title: str, **kwargs):
@@ -181,29 +192,39 @@ def feature_distributions(features: np.ndarray, labels: np.ndarray, names: Seque
 
 # --- Model report -------------------------------------------------------------------------------
 
+def _history_series(history: Sequence[Mapping[str, float]], keys: Sequence[str]) -> list[tuple[str, list[float]]]:
+    """The per-epoch values of each key every epoch recorded, in the order given."""
+    return [(key, [row[key] for row in history]) for key in keys if all(row.get(key) is not None for row in history)]
+
+
+def _history_name(key: str) -> str:
+    if key.startswith("val_auc_"):
+        return f"Validation AUC, {key.removeprefix('val_auc_')}"
+    return HISTORY_NAMES.get(key, key)
+
+
 @styled
 def training_history(history: Sequence[Mapping[str, float]], best_epoch: int | None) -> Plot:
-    """Loss and accuracy per epoch, training vs validation, with the kept epoch marked."""
+    """Training losses and validation AUC (overall and per collection) per epoch, with the kept epoch marked."""
     epochs = np.arange(1, len(history) + 1)
+    keys = list(dict.fromkeys(key for row in history for key in row))
+    panels = (("Loss", [k for k in keys if k.endswith("loss")]), ("AUC", [k for k in keys if "auc" in k]))
     figure = _figure(9.0, 3.4)
-    panels = figure.subplots(1, 2)
     summary = []
-    for axes, metric, label in zip(panels, ("loss", "accuracy"), ("Loss (binary cross-entropy)", "Accuracy")):
-        for key, name, colour, style in ((metric, "Training", TRAIN_COLOUR, "-"),
-                                         (f"val_{metric}", "Validation", VALIDATION_COLOUR, "--")):
-            values = [row.get(key) for row in history]
-            if all(v is not None for v in values):
-                axes.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=name)
-                summary.append(f"{name.lower()} {metric} from {values[0]:.3f} to {values[-1]:.3f}")
+    for axes, (label, wanted) in zip(figure.subplots(1, 2), panels):
+        for (key, values), colour in zip(_history_series(history, wanted), PALETTE):
+            axes.plot(epochs, values, "--" if key.startswith("val_") else "-", color=colour, marker="o", markersize=3,
+                      label=_history_name(key))
+            summary.append(f"{_history_name(key).lower()} from {values[0]:.3f} to {values[-1]:.3f}")
         if best_epoch:
             axes.axvline(best_epoch, color=NEUTRAL_COLOUR, linestyle=":", label=f"Kept epoch ({best_epoch})")
         axes.set_xlabel("Epoch")
         axes.set_ylabel(label)
-        axes.set_title(label.split(" (")[0])
-        axes.legend()
-    alt = (f"Learning curves over {len(history)} epochs: " + "; ".join(summary) +
+        axes.set_title(label)
+        axes.legend(fontsize=8)
+    alt = (f"Training over {len(history)} epochs: " + "; ".join(summary) +
            (f". The weights of epoch {best_epoch}, best on validation AUC, were kept." if best_epoch else "."))
-    return _render(figure, "Training history: loss and accuracy per epoch", alt)
+    return _render(figure, "Training history: losses and validation AUC per epoch", alt)
 
 
 @styled
@@ -230,19 +251,25 @@ def confusion_matrix(tp: int, fp: int, tn: int, fn: int, threshold: float) -> Pl
 
 
 @styled
-def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float, float]) -> Plot:
+def roc_curve(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], point: tuple[float, float]) -> Plot:
+    """ROC curves given as (name, false positive rates, true positive rates, AUC), the first one the whole test
+    split with the operating point on it."""
     figure = _figure(4.6, 4.2)
     axes = figure.subplots()
-    axes.plot(fpr, tpr, color=TUMOR_COLOUR, linewidth=2, label=f"CNN (AUC {auc:.3f})")
+    for index, ((name, fpr, tpr, auc), colour) in enumerate(zip(curves, (TUMOR_COLOUR, *PALETTE))):
+        axes.plot(fpr, tpr, color=colour, linewidth=2 if index == 0 else 1.3, linestyle="-" if index == 0 else "--",
+                  label=f"{name} (AUC {auc:.3f})")
     axes.plot([0, 1], [0, 1], color=NEUTRAL_COLOUR, linestyle=":", label="Chance")
     axes.plot(*point, "o", color="black", label="Operating threshold")
     axes.set_xlabel("False positive rate (1 − specificity)")
     axes.set_ylabel("True positive rate (sensitivity)")
     axes.set_xlim(-0.01, 1.01)
     axes.set_ylim(-0.01, 1.01)
-    axes.legend(loc="lower right")
-    alt = (f"ROC curve on the test split, area under the curve {auc:.3f}. At the operating threshold the false "
-           f"positive rate is {point[0]:.3f} and the sensitivity {point[1]:.3f}.")
+    axes.legend(loc="lower right", fontsize=8)
+    alt = ("ROC curves on the test split: " + "; ".join(f"{name}, area under the curve {auc:.3f}"
+                                                         for name, _, _, auc in curves) +
+           f". At the operating threshold the false positive rate is {point[0]:.3f} and the sensitivity "
+           f"{point[1]:.3f} on all test slices.")
     return _render(figure, "ROC curve (test split)", alt)
 
 
@@ -267,30 +294,36 @@ def precision_recall_curve(recall: np.ndarray, precision: np.ndarray, average_pr
 
 
 @styled
-def calibration(bins: Sequence[Mapping[str, float]]) -> Plot:
-    """Reliability diagram: observed share of tumors per bin of predicted probability, with counts below."""
-    filled = [b for b in bins if b["count"]]
-    figure = _figure(4.8, 5.0)
+def reliability(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Plot:
+    """Reliability diagram: observed tumor rate against mean predicted probability per bin, one line per set of
+    slices (Wilson 95% intervals on the last, as served on test), with the last set's counts below."""
+    figure = _figure(5.2, 5.2)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.plot([0, 1], [0, 1], color=NEUTRAL_COLOUR, linestyle=":", label="Perfect calibration")
-    predicted = [b["mean_predicted"] for b in filled]
-    observed = [b["observed"] for b in filled]
-    errors = np.array([[b["observed"] - b["ci_low"], b["ci_high"] - b["observed"]] for b in filled]).T
-    top.errorbar(predicted, observed, yerr=errors, fmt="o-", color=TUMOR_COLOUR, capsize=3,
-                 label="CNN (95% CI per bin)")
+    names = list(curves)
+    for name, colour in zip(names, (VALIDATION_COLOUR, NO_TUMOR_COLOUR, TUMOR_COLOUR)[-len(names):]):
+        points = curves[name]
+        confidence = [p["confidence"] for p in points]
+        frequency = [p["frequency"] for p in points]
+        if name == names[-1]:
+            errors = _error_bars(frequency, [p["ci_low"] for p in points], [p["ci_high"] for p in points])
+            top.errorbar(confidence, frequency, yerr=errors, fmt="o-", color=colour, capsize=3, label=name)
+        else:
+            top.plot(confidence, frequency, "s--", color=colour, markersize=4, label=name)
     top.set_ylabel("Observed share of tumors")
     top.set_ylim(-0.02, 1.02)
-    top.legend(loc="upper left")
-    edges = [b["low"] for b in bins] + [bins[-1]["high"]]
-    bottom.hist([b["low"] for b in bins], bins=edges, weights=[b["count"] for b in bins], color=NEUTRAL_COLOUR)
-    bottom.set_ylabel("Images")
+    top.legend(loc="upper left", fontsize=8)
+    last = curves[names[-1]]
+    bottom.bar([p["low"] for p in last], [p["n"] for p in last], width=[p["high"] - p["low"] for p in last],
+               align="edge", color=NEUTRAL_COLOUR)
+    bottom.set_ylabel("Slices")
     bottom.set_xlabel("Predicted tumor probability")
     bottom.set_xlim(0, 1)
-    parts = ", ".join(f"{b['low']:.1f}-{b['high']:.1f}: predicted {b['mean_predicted']:.2f}, observed "
-                      f"{b['observed']:.2f} (n={b['count']})" for b in filled)
-    alt = ("Reliability diagram on the test split. Points on the diagonal would mean the predicted probability "
-           "equals the observed share of tumors. Per probability bin: " + parts + ".")
-    return _render(figure, "Calibration (reliability) on the test split", alt)
+    parts = ", ".join(f"{p['low']:.1f}-{p['high']:.1f}: predicted {p['confidence']:.2f}, observed "
+                      f"{p['frequency']:.2f} (n={p['n']})" for p in last)
+    alt = ("Reliability diagram: points on the diagonal would mean the predicted probability equals the observed "
+           f"share of tumors. Lines: {', '.join(names)}. {names[-1]}, per probability bin: {parts}.")
+    return _render(figure, "Calibration (reliability)", alt)
 
 
 @styled
@@ -334,32 +367,33 @@ def recall_by_subtype(recall: Mapping[str, float], labels: Mapping[str, str]) ->
 
 
 @styled
-def metrics_against_targets(rows: Sequence[Mapping]) -> Plot:
-    """H1: each metric with its 95% CI beside the project's target. Rows: name, value, low, high, target."""
+def metrics_against_targets(rows: Sequence[Mapping], measured_on: str) -> Plot:
+    """Each metric with its 95% CI beside its target. Rows: name, value, low, high (None: unknown), target."""
     figure = _figure(6.0, 0.7 * len(rows) + 1.7)
     axes = figure.subplots()
     positions = np.arange(len(rows))
     values = [r["value"] for r in rows]
-    errors = np.array([[r["value"] - r["low"], r["high"] - r["value"]] for r in rows]).T
-    axes.errorbar(values, positions, xerr=errors, fmt="o", color=TUMOR_COLOUR, capsize=4, label="Test (95% CI)")
+    errors = _error_bars(values, [r["low"] for r in rows], [r["high"] for r in rows])
+    axes.errorbar(values, positions, xerr=errors, fmt="o", color=TUMOR_COLOUR, capsize=4, label="Measured (95% CI)")
     axes.scatter([r["target"] for r in rows], positions, marker="|", s=400, color=TARGET_COLOUR, label="Target",
                  zorder=3)
     axes.set_yticks(positions, [r["name"] for r in rows])
     axes.invert_yaxis()
-    axes.set_xlabel("Value on the test split")
-    low = min(min(r["low"] for r in rows), min(r["target"] for r in rows))
+    axes.set_xlabel(f"Value on the {measured_on}")
+    low = min(min(r["value"] if r["low"] is None else min(r["low"], r["value"]) for r in rows),
+              min(r["target"] for r in rows))
     axes.set_xlim(max(0.0, low - 0.05), 1.005)
     axes.grid(axis="y", visible=False)
     figure.legend(loc="outside lower center", ncols=2)
-    alt = "Test metrics with 95% confidence intervals against the targets: " + "; ".join(
-        f"{r['name']} {r['value']:.3f} (CI {r['low']:.3f}-{r['high']:.3f}), target {r['target']:.2f}" for r in rows
-    ) + "."
-    return _render(figure, "H1: test metrics against the targets", alt)
+    alt = f"Metrics on the {measured_on} with 95% confidence intervals against the targets: " + "; ".join(
+        f"{r['name']} {r['value']:.3f}" + (f" (CI {r['low']:.3f}-{r['high']:.3f})" if r["low"] is not None else "")
+        + f", target {r['target']:.2f}" for r in rows) + "."
+    return _render(figure, f"Targets on the {measured_on}", alt)
 
 
 @styled
 def ablation(rows: Sequence[Mapping]) -> Plot:
-    """H2: test metrics with and without augmentation side by side. Rows: name, with, without (value, low, high)."""
+    """Test metrics with and without augmentation side by side. Rows: name, with, without (value, low, high)."""
     figure = _figure(6.4, 3.6)
     axes = figure.subplots()
     positions = np.arange(len(rows))
@@ -367,7 +401,7 @@ def ablation(rows: Sequence[Mapping]) -> Plot:
     for offset, key, colour, name in ((-width / 2, "with", TUMOR_COLOUR, "With augmentation"),
                                       (width / 2, "without", NEUTRAL_COLOUR, "Without augmentation")):
         values = [r[key]["value"] for r in rows]
-        errors = np.array([[r[key]["value"] - r[key]["low"], r[key]["high"] - r[key]["value"]] for r in rows]).T
+        errors = _error_bars(values, [r[key]["low"] for r in rows], [r[key]["high"] for r in rows])
         axes.bar(positions + offset, values, width, yerr=errors, capsize=3, color=colour, alpha=0.85, label=name)
     axes.set_xticks(positions, [r["name"] for r in rows])
     low = min(min(r["with"]["low"], r["without"]["low"]) for r in rows)
@@ -377,7 +411,7 @@ def ablation(rows: Sequence[Mapping]) -> Plot:
     axes.legend(loc="lower right")
     alt = "Test metrics of the same network trained with and without data augmentation: " + "; ".join(
         f"{r['name']} {r['with']['value']:.3f} with, {r['without']['value']:.3f} without" for r in rows) + "."
-    return _render(figure, "H2: with vs without data augmentation", alt)
+    return _render(figure, "Augmentation ablation: with vs without data augmentation", alt)
 
 
 @styled
@@ -389,9 +423,10 @@ def data_learning_curve(points: Sequence[Mapping]) -> Plot:
     summary = []
     for key, name, colour, marker in (("auc", "AUC", TUMOR_COLOUR, "o"), ("sensitivity", "Sensitivity",
                                       NO_TUMOR_COLOUR, "s"), ("specificity", "Specificity", TARGET_COLOUR, "^")):
-        values = np.array([p["test"][key] for p in points])
-        low = np.array([p["test"]["ci95"][key][0] for p in points])
-        high = np.array([p["test"]["ci95"][key][1] for p in points])
+        # None (nothing to count at a point) becomes NaN: a gap in the line, not an error.
+        values = np.array([p["test"][key] for p in points], dtype=float)
+        low = np.array([p["test"]["ci95"][key][0] for p in points], dtype=float)
+        high = np.array([p["test"]["ci95"][key][1] for p in points], dtype=float)
         axes.plot(sizes, values, marker=marker, color=colour, label=name)
         axes.fill_between(sizes, low, high, color=colour, alpha=0.12)
         summary.append(f"{name} " + ", ".join(f"{v:.3f}" for v in values))
@@ -400,8 +435,8 @@ def data_learning_curve(points: Sequence[Mapping]) -> Plot:
     axes.minorticks_off()
     axes.set_xlabel("Training images (share of the train split)")
     axes.set_ylabel("Value on the test split")
-    axes.set_ylim(max(0.0, min(p["test"]["ci95"][k][0] for p in points for k in ("auc", "sensitivity",
-                                                                                   "specificity")) - 0.05), 1.01)
+    lows = [p["test"]["ci95"][k][0] for p in points for k in ("auc", "sensitivity", "specificity")]
+    axes.set_ylim(max(0.0, np.nanmin(np.array(lows, dtype=float), initial=1.0) - 0.05), 1.01)
     axes.legend(loc="lower right")
     alt = (f"Test metrics of the same network trained on {', '.join(f'{s:,}' for s in sizes)} images, with 95% "
            "confidence bands: " + "; ".join(summary) + ".")

@@ -6,24 +6,28 @@ administrator sees the whole department, a clinician the patients of their care 
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from datetime import datetime, timedelta
 from datetime import time as clock
-from functools import lru_cache
 
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from analytics import charts
-from analytics.models import DatasetStudy, LearningCurve, ModelReport
-from analytics.services import card_digest
+from analytics.models import DatasetStudy, LearningCurve
 from diagnosis import selectors as diagnosis_selectors
 from diagnosis.inference import ModelUnavailable, registry, serving_version
 from diagnosis.models import Prediction, Reading, Study
 from ml.features import FEATURE_DESCRIPTIONS
 from ml.registry import ModelVersion, RegistryError
 
+log = logging.getLogger(__name__)
+# The folder `train_model --leave-out-institution` writes fold files to, inside the registry (EXTERNAL_FOLDER of
+# diagnosis/management/commands/train_model.py; importing that module would load TensorFlow into the web process).
+EXTERNAL_FOLDER = "external-validation"
 MONTAGE_SIZE = 12
 MONITORING_WINDOWS = (7, 30, 90, 365)
 DEFAULT_WINDOW = 30
@@ -83,14 +87,21 @@ def model_card(name: str) -> dict:
     return diagnosis_selectors.model_card(name)
 
 
-@lru_cache(maxsize=32)
-def cached_card_digest(name: str) -> str:
-    """Cards do not change once registered, so a process hashes each one once."""
-    return card_digest(registry().get(name))
-
-
-def model_report(name: str) -> ModelReport | None:
-    return ModelReport.objects.filter(version=name, card_digest=cached_card_digest(name)).first()
+def external_fold_reports(card: dict) -> dict[str, dict]:
+    """The external validation folds of the card's recipe, read from their files on every call: folds finish
+    after the release is trained, so a fold written since must show without rebuilding anything."""
+    fingerprint = (card.get("hyperparameters") or {}).get("recipe_fingerprint")
+    if not fingerprint:
+        return {}
+    reports = {}
+    for path in sorted((registry().root / EXTERNAL_FOLDER).glob(f"{fingerprint}-*.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as error:  # a fold being written right now: it shows once it is complete
+            log.warning("Skipped external validation file %s: %s", path.name, error)
+            continue
+        reports[report.get("institution") or path.stem.removeprefix(f"{fingerprint}-")] = report
+    return reports
 
 
 def latest_learning_curve(name: str) -> LearningCurve | None:
@@ -127,8 +138,8 @@ def monitoring(user, days: int = DEFAULT_WINDOW, threshold: float | None = None,
                  "positive": per_day.get(day, {}).get("positive", 0),
                  "images": gate_per_day.get(day, {}).get("images", 0),
                  "rejected": gate_per_day.get(day, {}).get("rejected", 0)} for day in calendar]
-    rejected = assessed.filter(quality=Prediction.Quality.REJECTED)
-    reasons = list(rejected.values("quality_code").annotate(n=Count("pk")).order_by("-n", "quality_code"))
+    reasons = list(assessed.filter(quality=Prediction.Quality.REJECTED).values("quality_code")
+                   .annotate(n=Count("pk")).order_by("-n", "quality_code"))
 
     edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     bins = studies.filter(completed, probability__isnull=False).aggregate(**{
@@ -155,7 +166,8 @@ def monitoring(user, days: int = DEFAULT_WINDOW, threshold: float | None = None,
                                                marker=threshold),
         "agreement": _agreement(cells),
         "versions": versions,
-        "gate": {"images": assessed.count(), "rejected": rejected.count(), "reasons": reasons,
+        "gate": {"images": sum(row["images"] for row in gate_per_day.values()),
+                 "rejected": sum(row["rejected"] for row in gate_per_day.values()), "reasons": reasons,
                  "per_day_chart": charts.column_chart([(row["day"].strftime("%d %b"), row["images"], row["rejected"])
                                                        for row in day_rows], label_every=max(1, days // 10))},
     }

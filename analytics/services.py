@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import secrets
 import time
@@ -145,26 +146,42 @@ def build_dataset_study(data_dir: str | Path, *, seed: int | None = None, progre
                                            seconds=round(time.perf_counter() - started, 1))
 
 
+# Part of every report's key: raise it when build_plots changes what it draws, so stored reports are drawn again.
+REPORT_FORMAT = 2
+
+
+def _report_key(card_bytes: bytes) -> str:
+    return hashlib.sha256(f"report-format-{REPORT_FORMAT}\n".encode() + card_bytes).hexdigest()
+
+
 def card_digest(version: ModelVersion) -> str:
-    return hashlib.sha256((version.path / CARD).read_bytes()).hexdigest()
+    """The key of a version's report: the sha256 of its card and the report format. Computed on every call, as
+    `complete_model` amends cards in place."""
+    return _report_key((version.path / CARD).read_bytes())
 
 
 REPORT_STALE_AFTER = timedelta(minutes=10)  # a build asked for this long ago and not done is asked for again
 
 
+def _needs_build(report: ModelReport) -> bool:
+    return report.status == ModelReport.Status.PREPARING and report.requested_at < timezone.now() - REPORT_STALE_AFTER
+
+
 def request_model_report(version: ModelVersion) -> ModelReport:
     """The version's report, asking a worker to build it when there is none yet (or its build went silent).
 
-    Cheap and safe to call from a web request: it writes one row and sends one task after commit.
+    Cheap and safe to call from a web request: one query when the report exists; otherwise it writes one row and
+    sends one task after commit.
     """
     from analytics.tasks import build_model_report_task
 
     digest = card_digest(version)
+    report = ModelReport.objects.filter(version=version.name, card_digest=digest).first()
+    if report is not None and not _needs_build(report):
+        return report
     with transaction.atomic():
         report, created = ModelReport.objects.get_or_create(version=version.name, card_digest=digest)
-        stale = (report.status == ModelReport.Status.PREPARING
-                 and report.requested_at < timezone.now() - REPORT_STALE_AFTER)
-        if created or stale:
+        if created or _needs_build(report):
             ModelReport.objects.filter(pk=report.pk).update(requested_at=timezone.now())
             transaction.on_commit(lambda: _send(build_model_report_task, version.name))
     return report
@@ -179,8 +196,8 @@ def _send(task, *args) -> None:
 
 def build_model_report(version: ModelVersion) -> ModelReport:
     """Draw the report's figures from the card and time the serving path (runs in a worker)."""
-    card = version.card
-    digest = card_digest(version)
+    card_bytes = (version.path / CARD).read_bytes()  # once: the card and its key must be of the same version
+    card, digest = json.loads(card_bytes), _report_key(card_bytes)
     report, _ = ModelReport.objects.get_or_create(version=version.name, card_digest=digest)
     try:
         figures = model_report.build_plots(card)
@@ -202,11 +219,11 @@ def build_model_report(version: ModelVersion) -> ModelReport:
     return report
 
 
-def train_config_of(card: dict, epochs: int | None, networks: int = 1):
-    """The card's training configuration, so the curve retrains exactly the registered architecture.
+def train_config_of(card: dict, epochs: int | None):
+    """The card's training recipe as a `TrainConfig`, so the curve retrains exactly the registered network.
 
-    One network per point by default: the release averages two, but four trainings of two networks
-    each would double an already long command for a curve about the amount of data.
+    The card's hyperparameters also hold what describes the recipe (loss, optimizer, image size, fingerprint);
+    only the fields of the current TrainConfig are kept, and lists (JSON has no tuples) become tuples.
     """
     import dataclasses
 
@@ -217,48 +234,60 @@ def train_config_of(card: dict, epochs: int | None, networks: int = 1):
               for key, value in card["hyperparameters"].items() if key in names}
     if epochs is not None:
         values["epochs"] = epochs
-    values["ensemble"] = networks
     return TrainConfig(**values)
 
 
-def build_learning_curve(data_dir: str | Path, version: ModelVersion, *, epochs: int | None = None,
-                         networks: int = 1, fractions=None, any_data: bool = False,
-                         progress: bool = False) -> LearningCurve:
-    """Retrain the version's architecture on 10/25/50/100% of its own grouped train split; test on its test split."""
+def _split_files(dataset, index, roots: list[Path]) -> set[str]:
+    """Files named as the card names its test files: the collection's folder, then the path inside it."""
+    names = set()
+    for i in index:
+        path = Path(dataset.paths[i])
+        root = next(root for root in roots if path.is_relative_to(root))
+        names.add(f"{root.name}/{path.relative_to(root)}")
+    return names
+
+
+def build_learning_curve(data_dirs: list[str | Path], version: ModelVersion, *, epochs: int | None = None,
+                         fractions=None, any_data: bool = False, progress: bool = False) -> LearningCurve:
+    """Retrain the version's network on 10/25/50/100% of its own grouped train split; test on its test split.
+
+    `data_dirs` are the collections the version was trained on, in the order they were given to `train_model`.
+    """
     from ml.learning_curve import FRACTIONS, learning_curve
     from ml.train import make_split
 
     started = time.perf_counter()
-    data_dir = Path(data_dir)
-    require_both_labels(data_dir)
+    roots = [Path(d) for d in data_dirs]
+    for root in roots:
+        require_both_labels(root)
     card = version.card
-    config = train_config_of(card, epochs, networks)
+    config = train_config_of(card, epochs)
     try:
-        dataset = load_dataset(data_dir, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
+        dataset = load_dataset(roots, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
                                progress=progress)
     except (ValueError, FileNotFoundError) as error:
         raise AnalyticsError(str(error)) from None
     _, split, _ = make_split(dataset, config)
-    test_files = {str(Path(dataset.paths[i]).relative_to(data_dir)) for i in split.test}
-    matches = test_files == set(card.get("split", {}).get("test_files", []))
+    matches = _split_files(dataset, split.test, roots) == set(card.get("split", {}).get("test_files", []))
     if not matches and not any_data:
         raise AnalyticsError(
-            f"{data_dir} does not reproduce the test split recorded in the card of {version.name} (it is not the "
-            "data that model was trained on, or the files changed). Point --data at that folder, or pass "
-            "--any-data to compute the curve on this folder's own grouped split.")
+            f"The data given ({', '.join(str(root) for root in roots)}) does not reproduce the test split recorded "
+            f"in the card of {version.name}: it is not the data that model was trained on, the collections are in "
+            "another order, or the files changed. Point --data at those collections, in the order they were trained "
+            "on, or pass --any-data to compute the curve on this data's own grouped split.")
     fractions = tuple(fractions or FRACTIONS)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(fractions), desc="Training on shares of the train split", unit="model")
-    points = learning_curve(dataset, split, config, fractions, verbose=0,
-                            on_point=(lambda point: bar.update()) if bar else None)
+    points = learning_curve(dataset, split, config, fractions, on_point=(lambda point: bar.update()) if bar else None)
     if bar:
         bar.close()
     plot = plots.data_learning_curve(points)
     with storage.files() as put:
         name = put(f"{storage.new_folder('learning-curve')}/{version.name}.png", plot.png)
         return LearningCurve.objects.create(
-            model_version=version.name, source=data_dir.name, matches_model_split=matches, epochs=config.epochs,
-            seconds=round(time.perf_counter() - started, 1), points=points, figure=_figure_entry(name, plot))
+            model_version=version.name, source=", ".join(root.name for root in roots), matches_model_split=matches,
+            epochs=config.epochs, seconds=round(time.perf_counter() - started, 1), points=points,
+            figure=_figure_entry(name, plot))

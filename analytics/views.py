@@ -79,15 +79,13 @@ def model_report(request):
     version = selectors.model_version(name)
     if version is None or name not in versions:
         raise Http404("No such model version")
-    card = selectors.model_card(name)
+    card = version.card  # read afresh, not from the per-process cache: `complete_model` amends cards in place
     report = services.request_model_report(version)
     audit.record(VIEWED, request=request, details={"page": "model-report", "version": name})
-    h1 = report_content.hypothesis_one(card)
     return render(request, "analytics/model_report.html", {
         "versions": versions, "version": name, "active": selectors.active_version_name(), "card": card,
-        "report": report, "figures": report.figures, "metric_rows": report_content.metric_rows(card),
-        "h1": h1, "h2": report_content.hypothesis_two(card), "curve": selectors.latest_learning_curve(name),
-        "recall": (card.get("metrics") or {}).get("per_class_recall") or {},
+        "report": report, "figures": report.figures, "curve": selectors.latest_learning_curve(name),
+        **report_content.page(card, selectors.external_fold_reports(card)),
     })
 
 

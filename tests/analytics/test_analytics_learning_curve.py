@@ -16,7 +16,7 @@ from ml.learning_curve import nested_subsets
 from ml.phantoms import write_phantom_folder
 from ml.train import make_split
 
-TINY = {"epochs": 1, "batch_size": 16, "filters": [8, 16], "image_size": 64, "patience": 1}
+TINY = {"epochs": 1, "patience": 1}
 
 
 @pytest.mark.no_db
@@ -33,7 +33,7 @@ def test_subsets_are_nested_stratified_and_keep_both_labels():
 
 
 @pytest.fixture
-def tiny_model(registry_copy, tmp_path):
+def curve_model(registry_copy, tmp_path):
     """A registered version whose card describes a tiny network trained on a phantom folder."""
     data = write_phantom_folder(tmp_path / "phantoms", 16, seed=4)
     name = registry_copy("tiny")
@@ -41,17 +41,16 @@ def tiny_model(registry_copy, tmp_path):
     card = json.loads(card_path.read_text())
     card["hyperparameters"].update(TINY)
     config = train_config_of(card, None)
-    dataset = load_dataset(data, TINY["image_size"])
+    dataset = load_dataset([data], int(card["hyperparameters"]["image_size"]))
     _, split, _ = make_split(dataset, config)
-    card["split"]["test_files"] = [str(Path(dataset.paths[i]).relative_to(data))
-                                   for i in split.test]
+    card["split"]["test_files"] = [f"{data.name}/{Path(dataset.paths[i]).relative_to(data)}" for i in split.test]
     card_path.write_text(json.dumps(card))
     return name, data
 
 
 @pytest.mark.django_db
-def test_build_learning_curve_retrains_on_shares_of_the_train_split(tiny_model, client_a):
-    name, data = tiny_model
+def test_build_learning_curve_retrains_on_shares_of_the_train_split(curve_model, client_a):
+    name, data = curve_model
     call_command("build_learning_curve", "--data", str(data), "--version", name, "--fractions", "0.25,1.0",
                  verbosity=0)
     curve = LearningCurve.objects.get()
@@ -66,8 +65,8 @@ def test_build_learning_curve_retrains_on_shares_of_the_train_split(tiny_model, 
 
 
 @pytest.mark.django_db
-def test_another_folder_is_refused_unless_asked_for(tiny_model, tmp_path):
-    name, _ = tiny_model
+def test_another_folder_is_refused_unless_asked_for(curve_model, tmp_path):
+    name, _ = curve_model
     other = write_phantom_folder(tmp_path / "other", 16, seed=9)
     with pytest.raises(CommandError, match="does not reproduce the test split"):
         call_command("build_learning_curve", "--data", str(other), "--version", name, verbosity=0)
