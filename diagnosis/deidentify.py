@@ -52,6 +52,8 @@ def _tags(keywords: str) -> frozenset[int]:
 # Type 2 identifiers: kept, with an empty value (action Z).
 EMPTIED = _tags("AccessionNumber StudyID ReferringPhysicianName PatientBirthDate")
 PATIENT_CHARACTERISTICS = _tags("PatientSex PatientAge")
+TYPE_2_PATIENT_AND_STUDY = ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                            "StudyID", "AccessionNumber")
 PATIENT_IDENTITY = _tags("PatientName PatientID")  # replaced by the pseudonymous code (action D)
 
 # Action X for the attributes whose VR the rules below would otherwise keep (numbers, codes,
@@ -165,6 +167,9 @@ def deidentify(ds: Dataset, key: StudyKey) -> None:
     ds.PatientName = key.patient_code
     ds.PatientID = key.patient_code
     ds.PatientIdentityRemoved = "YES"
+    for keyword in TYPE_2_PATIENT_AND_STUDY:  # present, if empty, in a valid copy (readers like highdicom need it)
+        if keyword not in ds:
+            setattr(ds, keyword, "")
     methods = [BASIC_PROFILE, CLEAN_DESCRIPTORS]
     if key.shift_dates:
         methods.append(MODIFIED_DATES)

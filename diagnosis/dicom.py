@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from diagnosis.deidentify import StudyKey, deidentify
 from ml import dicom as pixels
 from ml.dicom import DicomRefused, first_number, frame_value, numbers
+from ml.volumes import SliceGeometry
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class DicomImage:
     frames: list[np.ndarray]  # (H, W) float32 in [0, 1], one per frame
     acquisition: list[dict]  # non-identifying facts, one dict per frame
     deidentified: bytes  # the de-identified DICOM file
+    geometry: list[SliceGeometry]  # where each frame lies (its series UID as de-identified: the same in a study)
 
 
 def read_dicom(data: bytes, key: StudyKey, limits=None) -> DicomImage:
@@ -37,7 +39,23 @@ def read_dicom(data: bytes, key: StudyKey, limits=None) -> DicomImage:
         raise DicomRefused("The DICOM file is damaged or incomplete, or uses an encoding BrainScan cannot "
                            "read.") from None
     return DicomImage(frames, [acquisition_facts(ds, index, len(frames)) for index in range(len(frames))],
-                      buffer.getvalue())
+                      buffer.getvalue(), [geometry(ds, index) for index in range(len(frames))])
+
+
+def geometry(ds: Dataset, index: int) -> SliceGeometry:
+    """Where frame `index` lies: series, size, plane and position (per-frame functional groups first)."""
+    orientation = numbers(frame_value(ds, index, "PlaneOrientationSequence", "ImageOrientationPatient"))
+    position = numbers(frame_value(ds, index, "PlanePositionSequence", "ImagePositionPatient"))
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if int(first_number(ds.get("NumberOfFrames"), 1)) > 1 and not (
+            per_frame is not None and len(per_frame) > index and per_frame[index].get("PlanePositionSequence")):
+        position = []  # one position for many frames says where the first lies: they keep the file's order
+    instance = first_number(ds.get("InstanceNumber"), None)
+    return SliceGeometry(series_uid=str(ds.get("SeriesInstanceUID", "")), rows=int(ds.get("Rows") or 0),
+                         columns=int(ds.get("Columns") or 0),
+                         orientation=tuple(orientation) if len(orientation) == 6 else None,
+                         position=tuple(position) if len(position) == 3 else None,
+                         instance=int(instance) + index if instance is not None else None)
 
 
 def _refuse_burned_in(ds: Dataset) -> None:

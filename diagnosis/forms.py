@@ -12,8 +12,8 @@ class MultipleFileField(forms.FileField):
     """A file field that returns every selected file; each one is judged by the upload service."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,image/jpeg,image/png,"
-                                                                       "application/dicom"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,.zip,.nii,.gz,image/jpeg,"
+                                                                       "image/png,application/dicom,application/zip"}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
@@ -36,7 +36,8 @@ class PatientChoiceField(forms.ModelChoiceField):
 class StudyForm(forms.Form):
     patient = PatientChoiceField(queryset=None, empty_label="Choose a patient",
                                  error_messages={"invalid_choice": "That patient is not on your list."})
-    images = MultipleFileField(label="MRI images", help_text="JPEG, PNG or DICOM; several files at once.")
+    images = MultipleFileField(label="MRI images", help_text="JPEG, PNG or DICOM slices, or one series (DICOM files, a "
+                                                             ".zip of them, or a NIfTI volume).")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

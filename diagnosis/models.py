@@ -96,9 +96,15 @@ class Study(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=32, blank=True, default="")
     error = models.TextField(blank=True, default="", help_text="Why the study failed, for a clinician.")
-    # The study's result is that of its most suspicious image.
+    # The study's result: that of its most suspicious image, or for a series its most suspicious region.
     probability = models.FloatField(null=True, blank=True)
     label = models.CharField(max_length=16, blank=True, default="")
+    series = models.BooleanField(default=False, help_text="One series (volume) in anatomical order, rather than "
+                                                           "separate slices.")
+    suspicious_slices = models.PositiveIntegerField(null=True, blank=True, help_text="Slices at or above the "
+                                                                                     "threshold, once assessed.")
+    region = models.JSONField(default=dict, blank=True, help_text="A series' most suspicious run of slices: first, "
+                                                                  "last and peak position, and its score.")
     idempotency_key = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:

@@ -103,6 +103,47 @@ def study_with_results(study: Study) -> Study:
     )
 
 
+def slices_with_results(study: Study):
+    """The study's slices in order, each with its predictions (one query each for slices and predictions)."""
+    return StudyImage.objects.filter(study=study).order_by("position").prefetch_related("predictions")
+
+
+def progress(study: Study) -> dict:
+    """How many of the study's images have a result of any model: a series' live progress."""
+    total = study.images.count()
+    done = StudyImage.objects.filter(study=study, predictions__isnull=False).distinct().count()
+    return {"done": done, "total": total}
+
+
+def series_view(study: Study, images: list[tuple[StudyImage, Prediction | None]]) -> dict:
+    """What the series viewer shows of each slice (in order), the threshold, the suspicious runs and the peak."""
+    from django.urls import reverse
+
+    slices = []
+    for image, prediction in images:
+        usable = prediction is not None and prediction.usable
+        slices.append({
+            "position": image.position,
+            "image_url": reverse("study-image", args=[study.pk, image.pk]),
+            "heatmap_url": reverse("study-heatmap", args=[study.pk, image.pk]) if usable else None,
+            "probability": prediction.probability if usable else None,
+            "label": prediction.label if usable else None,
+            "quality": prediction.quality_summary if prediction is not None else None,
+        })
+    thresholds = [prediction.threshold for _, prediction in images if prediction is not None]
+    region = study.region or {}
+    return {"slices": slices, "threshold": thresholds[0] if thresholds else 0.5, "runs": region.get("runs", []),
+            "peak": region.get("peak"), "start": region.get("peak") or 0}
+
+
+def key_slices(study: Study, images: list[tuple[StudyImage, Prediction | None]], count: int = 6) -> list:
+    """The slices a printed report shows: the region's peak, then the most suspicious others."""
+    assessed = [(image, p) for image, p in images if p is not None and p.usable]
+    ranked = sorted(assessed, key=lambda pair: (pair[0].position != (study.region or {}).get("peak"),
+                                                -pair[1].probability))
+    return sorted(ranked[:count], key=lambda pair: pair[0].position)
+
+
 def latest_prediction(image: StudyImage) -> Prediction | None:
     """The newest prediction of an image (a study re-run by a newer model keeps both)."""
     predictions = sorted(image.predictions.all(), key=lambda p: p.created_at)
@@ -149,7 +190,8 @@ def feature_rows(prediction: Prediction) -> list[dict]:
 # Leading characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = ["study", "submitted_at", "patient", "submitted_by", "status", "result", "probability",
-                  "model_version", "images", "images_unassessable", "quality", "finished_at", "error"]
+                  "model_version", "images", "series", "suspicious_slices", "images_unassessable", "quality",
+                  "finished_at", "error"]
 EXPORT_CHUNK_SIZE = 1000  # studies read per database round trip while an export streams
 
 
@@ -172,6 +214,7 @@ def export_rows(studies: QuerySet[Study]):
                        if code]
             row = [str(study.pk), study.created_at.isoformat(), study.patient.code, study.submitted_by.get_username(),
                    study.status, study.label, "" if study.probability is None else f"{study.probability:.4f}",
-                   versions.get(study.pk, ""), study.n_images, len(reasons), "; ".join(reasons),
+                   versions.get(study.pk, ""), study.n_images, "yes" if study.series else "no",
+                   "" if study.suspicious_slices is None else study.suspicious_slices, len(reasons), "; ".join(reasons),
                    study.finished_at.isoformat() if study.finished_at else "", study.error]
             yield [f"'{cell}" if isinstance(cell, str) and cell[:1] in FORMULA_STARTS else cell for cell in row]

@@ -14,4 +14,5 @@ urlpatterns = [
     path("studies/<uuid:study_id>/images/<uuid:image_id>/", views.study_image, name="study-image"),
     path("studies/<uuid:study_id>/images/<uuid:image_id>/heatmap/", views.study_heatmap, name="study-heatmap"),
     path("studies/<uuid:study_id>/images/<uuid:image_id>/dicom/", views.study_image_dicom, name="study-image-dicom"),
+    path("studies/<uuid:study_id>/dicom-sr/", views.study_dicom_sr, name="study-dicom-sr"),
 ]

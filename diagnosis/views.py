@@ -19,6 +19,7 @@ from diagnosis import audit, selectors, services
 from diagnosis.files import serve_audited
 from diagnosis.forms import ReadingForm, StudyForm
 from diagnosis.models import AuditEvent, Study
+from integrations.sr import NoStructuredReport, dicom_sr_response
 
 Action = AuditEvent.Action
 
@@ -77,7 +78,8 @@ def study_new(request):
                              "rejected": [r.__dict__ for r in rejections]}, status=400)
     return render(request, "diagnosis/study_new.html", {
         "form": form, "rejections": rejections, "max_files": settings.MAX_FILES_PER_STUDY,
-        "max_mb": settings.MAX_UPLOAD_BYTES // 1_048_576,
+        "max_mb": settings.MAX_UPLOAD_BYTES // 1_048_576, "max_slices": settings.MAX_SLICES,
+        "max_series_mb": settings.MAX_SERIES_BYTES // 1_048_576,
     }, status=400 if form.errors else 200)
 
 
@@ -90,7 +92,10 @@ def _study_context(request, study: Study) -> dict:
     images = [(image, selectors.latest_prediction(image)) for image in study.images.all()]
     unassessable = [(image, prediction) for image, prediction in images if prediction and not prediction.usable]
     my_reading = next((r for r in study.readings.all() if r.clinician_id == request.user.pk), None)
+    series = {"series_data": selectors.series_view(study, images), "progress": selectors.progress(study),
+              "key_slices": selectors.key_slices(study, images)} if study.series else {}
     return {
+        **series,
         "study": study, "images": images, "unassessable": unassessable, "readings": study.readings.all(),
         "reading_form": ReadingForm(instance=my_reading),
         "can_retry": services.can_retry(study),
@@ -118,7 +123,7 @@ def study_panel(request, study_id):
 def study_status(request, study_id):
     study = _visible_study(request, study_id)
     return JsonResponse({"status": study.status, "label": study.label, "probability": study.probability,
-                         "active": study.is_active})
+                         "active": study.is_active, "progress": selectors.progress(study)})
 
 
 @login_required
@@ -171,6 +176,17 @@ def study_image_dicom(request, study_id, image_id):
                          patient_code=image.study.patient.code, content_type="application/dicom",
                          download_name=f"study-{image.study.short_id}-image-{image.position + 1}.dcm",
                          details={"download": True, "format": "dicom"})
+
+
+@login_required
+@require_GET
+def study_dicom_sr(request, study_id):
+    """The study's AI result as a DICOM SR download, from the API's builder (integrations.sr)."""
+    study = _visible_study(request, study_id)
+    try:
+        return dicom_sr_response(request, study, via="web")
+    except NoStructuredReport as error:
+        raise Http404(str(error)) from error
 
 
 @login_required

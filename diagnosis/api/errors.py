@@ -119,10 +119,12 @@ def service_error(error) -> ApiError:
         rejected = [{"filename": r.filename, "code": r.code, "reason": r.reason} for r in error.rejections]
         codes = {r.code for r in error.rejections}
         reasons = [f"{r.filename}: {r.reason}" for r in error.rejections]
-        status, code = {frozenset({"too_large"}): (413, "too_large"),
-                        frozenset({"unsupported_type"}): (415, "unsupported_type")}.get(frozenset(codes),
-                                                                                        (400, error.code))
-        return ApiError(status, code, str(error), fields={"images": reasons}, rejected=rejected)
+        details = {"fields": {"images": reasons}, "rejected": rejected}
+        if codes == {"too_large"}:
+            return ApiError(413, "too_large", str(error), **details)
+        if codes == {"unsupported_type"}:
+            return ApiError(415, "unsupported_type", str(error), **details)
+        return ApiError(400, error.code, str(error), **details)
     if isinstance(error, ConsentRequired):
         return ApiError(409, error.code, str(error), fields={"patient": [str(error)]})
     if isinstance(error, InvalidState):

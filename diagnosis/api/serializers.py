@@ -45,7 +45,11 @@ class TokenSerializer(serializers.Serializer):
 
 class RejectedFileSerializer(serializers.Serializer):
     filename = serializers.CharField(help_text="The uploaded file's name, as sent.")
-    code = serializers.ChoiceField(choices=["too_large", "unsupported_type", "unreadable"])
+    code = serializers.ChoiceField(choices=["too_large", "unsupported_type", "unreadable", "burned_in_annotation",
+                                            "mixed_series", "too_many_files"],
+                                   help_text="burned_in_annotation: a DICOM file declares identifying text in its "
+                                             "pixels; mixed_series and too_many_files concern the upload as a whole "
+                                             "(its filename is 'the upload').")
     reason = serializers.CharField(help_text="Why the file could not be used, for a person.")
 
 
@@ -156,8 +160,8 @@ class StudySubmitSerializer(serializers.Serializer):
 
 class StudyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Study.Status.choices, required=False)
-    patient = serializers.CharField(required=False, max_length=32,
-                                    help_text="A patient's code, or part of it (any case), as the web worklist's search.")
+    patient = serializers.CharField(required=False, max_length=32, help_text="A patient's code, or part of it (any "
+                                                                             "case), as the web worklist's search.")
     created_after = serializers.DateTimeField(required=False, help_text="ISO 8601 date or date-time, inclusive.")
     created_before = serializers.DateTimeField(required=False, help_text="ISO 8601 date or date-time, exclusive "
                                                                          "(a date means its midnight).")
@@ -215,14 +219,16 @@ class StudySummarySerializer(serializers.ModelSerializer):
     patient = serializers.CharField(source="patient.code", help_text="The patient's code.")
     submitted_by = serializers.CharField(source="submitted_by.username", help_text="Who submitted it (username).")
     label = serializers.SerializerMethodField(help_text="tumor or no_tumor; null until completed.")
-    images = serializers.IntegerField(source="image_count", help_text="Number of images in the study.")
+    images = serializers.IntegerField(source="image_count", help_text="Number of images (slices) in the study.")
 
     class Meta:
         model = Study
         fields = ["id", "url", "status", "patient", "submitted_by", "created_at", "finished_at", "label",
-                  "probability", "images"]
+                  "probability", "images", "series", "suspicious_slices"]
         read_only_fields = fields
-        extra_kwargs = STUDY_FIELD_HELP
+        extra_kwargs = {**STUDY_FIELD_HELP,
+                        "series": {"help_text": "One series (a volume) rather than separate slices."},
+                        "suspicious_slices": {"help_text": "Slices at or above the threshold; null until completed."}}
 
     def get_url(self, study) -> str:
         return absolute_url(self.context["request"], "study-detail", study.pk)
@@ -257,6 +263,16 @@ class QualitySerializer(serializers.Serializer):
     message = serializers.CharField(help_text="The reason in plain words, for a clinician; empty when ok.")
 
 
+def shown(prediction: Prediction | None, value):
+    """What a clinician may see of a result: nothing until there is one, nor for an image the gate refused."""
+    return value if prediction is not None and prediction.usable else None
+
+
+def heatmap_url(request, prediction: Prediction | None) -> str | None:
+    return shown(prediction, prediction and absolute_url(request, "study-heatmap", prediction.image.study_id,
+                                                          prediction.image_id))
+
+
 class ImagePredictionSerializer(serializers.ModelSerializer):
     """An image the quality gate rejected has no label, probability, heatmap or features here."""
 
@@ -283,18 +299,15 @@ class ImagePredictionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ChoiceField(choices=LABELS, allow_null=True))
     def get_label(self, prediction):
-        return prediction.label if prediction.usable else None
+        return shown(prediction, prediction.label)
 
     @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_probability(self, prediction):
-        return prediction.probability if prediction.usable else None
+        return shown(prediction, prediction.probability)
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_heatmap_url(self, prediction):
-        if not prediction.usable:
-            return None
-        image = prediction.image
-        return absolute_url(self.context["request"], "study-heatmap", image.study_id, image.pk)
+        return heatmap_url(self.context["request"], prediction)
 
     @extend_schema_field(FeatureSerializer(many=True))
     def get_features(self, prediction):
@@ -331,20 +344,83 @@ class ImageSerializer(serializers.ModelSerializer):
         return ImagePredictionSerializer(prediction, context=self.context).data if prediction else None
 
 
+class SliceSerializer(serializers.ModelSerializer):
+    """One slice of a study and its latest result, light enough to list a whole series page by page."""
+
+    image_url = serializers.SerializerMethodField(help_text="The stored PNG (what the model saw).")
+    probability = serializers.SerializerMethodField(help_text="The CNN's tumor probability; null until assessed "
+                                                              "or when the slice cannot be assessed.")
+    label = serializers.SerializerMethodField(help_text="tumor or no_tumor; null until assessed or when the slice "
+                                                        "cannot be assessed.")
+    quality = serializers.SerializerMethodField(help_text="The quality gate's verdict; null until assessed.")
+    heatmap_url = serializers.SerializerMethodField(help_text="PNG of the evidence over the slice; null until "
+                                                              "assessed or when the slice cannot be assessed.")
+
+    class Meta:
+        model = StudyImage
+        fields = ["id", "position", "image_url", "probability", "label", "quality", "heatmap_url"]
+        read_only_fields = fields
+        extra_kwargs = {"id": {"help_text": "The slice's image id."},
+                        "position": {"help_text": "Index along the series (anatomical order), from 0."}}
+
+    def get_image_url(self, image) -> str:
+        return absolute_url(self.context["request"], "study-image", image.study_id, image.pk)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_probability(self, image):
+        prediction = selectors.latest_prediction(image)
+        return shown(prediction, prediction and prediction.probability)
+
+    @extend_schema_field(serializers.ChoiceField(choices=LABELS, allow_null=True))
+    def get_label(self, image):
+        prediction = selectors.latest_prediction(image)
+        return shown(prediction, prediction and prediction.label)
+
+    @extend_schema_field(QualitySerializer(allow_null=True))
+    def get_quality(self, image):
+        prediction = selectors.latest_prediction(image)
+        return QualitySerializer(prediction.quality_summary).data if prediction else None
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_heatmap_url(self, image):
+        return heatmap_url(self.context["request"], selectors.latest_prediction(image))
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField(help_text="Slices with a result.")
+    total = serializers.IntegerField(help_text="Slices in the study.")
+
+
+class RegionSerializer(serializers.Serializer):
+    """A series' most suspicious run of slices (ml.volumes.suspicious_region)."""
+
+    first = serializers.IntegerField(help_text="Position of the run's first slice.")
+    last = serializers.IntegerField(help_text="Position of the run's last slice.")
+    peak = serializers.IntegerField(help_text="Position of the run's most suspicious slice.")
+    score = serializers.FloatField(help_text="The run's mean probability: the study's probability.")
+    window = serializers.IntegerField(help_text="Slices averaged (chosen on validation volumes; see the model card).")
+    runs = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()),
+                                 help_text="Runs of neighbouring suspicious slices, as [first, last] positions.")
+
+
 class StudyPredictionSerializer(serializers.Serializer):
     """The study's result: that of its most suspicious image among those that could be assessed."""
 
-    label = serializers.ChoiceField(choices=LABELS, help_text="tumor if any assessed image is at or above the "
+    label = serializers.ChoiceField(choices=LABELS, help_text="tumor if the probability is at or above the "
                                                               "threshold.")
-    probability = serializers.FloatField(help_text="The highest tumor probability among the assessed images.")
+    probability = serializers.FloatField(help_text="Separate images: the highest tumor probability among the assessed "
+                                                   "ones. A series: its most suspicious region's score.")
     threshold = serializers.FloatField(help_text="The model's decision threshold.")
     model_version = serializers.CharField(help_text="The model version that ran.")
     model_sha256 = serializers.CharField(help_text="SHA-256 of the exact weights that ran.")
-    image = serializers.UUIDField(help_text="The image with the highest probability.")
+    image = serializers.UUIDField(help_text="The image with the highest probability (a series: its region's peak).")
     heatmap_url = serializers.URLField(help_text="That image's heatmap (PNG).")
     unassessable_images = serializers.ListField(child=serializers.IntegerField(),
                                                 help_text="Positions of the images that could not be assessed (not "
                                                           "part of the result).")
+    suspicious_slices = serializers.IntegerField(help_text="Slices at or above the threshold.")
+    region = RegionSerializer(allow_null=True, help_text="A series' most suspicious region; null for separate "
+                                                         "images.")
 
 
 class ReadingSerializer(serializers.ModelSerializer):
@@ -369,15 +445,32 @@ class StudyDetailSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField(help_text="Why it failed, was cancelled or cannot be assessed; null "
                                                         "otherwise.")
     prediction = serializers.SerializerMethodField(help_text="The study's result once completed; null before.")
-    images = ImageSerializer(many=True, help_text="The study's slices, in upload order.")
+    slices = serializers.IntegerField(source="images.count", help_text="Number of slices (images) in the study.")
+    progress = serializers.SerializerMethodField(help_text="Slices assessed so far: the live progress of a series.")
+    slices_url = serializers.SerializerMethodField(help_text="Every slice's result in slice order, page by page.")
+    images = serializers.SerializerMethodField(help_text="The study's images with their full results, in study "
+                                                         "order; empty for a series (page through slices_url).")
     readings = ReadingSerializer(many=True, help_text="Clinicians' own readings of the study.")
 
     class Meta:
         model = Study
         fields = ["id", "url", "status", "patient", "submitted_by", "created_at", "updated_at", "started_at",
-                  "finished_at", "attempts", "error", "prediction", "images", "readings"]
+                  "finished_at", "attempts", "error", "series", "slices", "progress", "slices_url", "prediction",
+                  "images", "readings"]
         read_only_fields = fields
-        extra_kwargs = STUDY_FIELD_HELP
+        extra_kwargs = {**STUDY_FIELD_HELP, "series": {"help_text": "One series (a volume) in anatomical order, "
+                                                                    "rather than separate slices."}}
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, study):
+        return selectors.progress(study)
+
+    def get_slices_url(self, study) -> str:
+        return absolute_url(self.context["request"], "study-slices", study.pk)
+
+    @extend_schema_field(ImageSerializer(many=True))
+    def get_images(self, study):
+        return [] if study.series else ImageSerializer(study.images.all(), many=True, context=self.context).data
 
     def get_url(self, study) -> str:
         return absolute_url(self.context["request"], "study-detail", study.pk)
@@ -394,12 +487,16 @@ class StudyDetailSerializer(serializers.ModelSerializer):
         assessed = [p for p in predictions if p.usable]
         if not assessed:
             return None
-        top = max(assessed, key=lambda p: p.probability)
+        peak = (study.region or {}).get("peak")
+        top = next((p for p in assessed if p.image.position == peak), None) or max(assessed,
+                                                                                    key=lambda p: p.probability)
         return StudyPredictionSerializer({
             "label": study.label, "probability": study.probability, "threshold": top.threshold,
             "model_version": top.model_version, "model_sha256": top.model_sha256, "image": top.image_id,
-            "heatmap_url": absolute_url(self.context["request"], "study-heatmap", study.pk, top.image_id),
+            "heatmap_url": heatmap_url(self.context["request"], top),
             "unassessable_images": [p.image.position for p in predictions if not p.usable],
+            "suspicious_slices": study.suspicious_slices or 0,
+            "region": study.region or None,
         }).data
 
 

@@ -23,6 +23,9 @@ from diagnosis.api.schema import errors
 from diagnosis.errors import locked_out
 from diagnosis.files import serve_audited
 from diagnosis.models import ApiToken, AuditEvent, Consent
+from integrations import fhir as fhir_export
+from integrations import selectors as integration_selectors
+from integrations import sr as sr_export
 
 Action = AuditEvent.Action
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -115,15 +118,29 @@ STUDY_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, desc
 IMAGE_ID = OpenApiParameter("image_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The image's id.")
 PNG = OpenApiResponse(OpenApiTypes.BINARY, description="The PNG file. With S3 storage, a 302 redirect to a "
                                                        "pre-signed link that expires within a minute.")
+FHIR_FORMAT = OpenApiParameter("format", str, enum=["json", fhir_export.FORMAT], required=False,
+                               description="`fhir`: a FHIR R4 searchset Bundle (`application/fhir+json`) of the "
+                                           "DiagnosticReports of the listed studies whose report is final (completed "
+                                           "or cannot be assessed), with the same filters and pagination.")
+
+
+def json_errors(*statuses: int) -> dict:
+    """The documented errors of an endpoint that also answers FHIR: errors stay `application/json`."""
+    return {(status, "application/json"): response for status, response in errors(*statuses).items()}
 
 
 @extend_schema(tags=["studies"])
 @extend_schema_view(
-    list=extend_schema(summary="List studies", parameters=[s.StudyFilterSerializer],
+    list=extend_schema(summary="List studies", parameters=[s.StudyFilterSerializer, FHIR_FORMAT],
                        description="The studies of the caller's patients (all studies for administrators), "
-                                   "newest first unless `order=triage`.",
-                       responses={200: OpenApiResponse(s.StudySummarySerializer(many=True),
-                                                       description="A page of studies."), **errors(400, 404)}),
+                                   "newest first unless `order=triage`. With `?format=fhir` (or `Accept: "
+                                   "application/fhir+json`), a FHIR searchset Bundle of their final reports.",
+                       responses={(200, "application/json"): OpenApiResponse(s.StudySummarySerializer(many=True),
+                                                                             description="A page of studies."),
+                                  (200, fhir_export.MEDIA_TYPE): OpenApiResponse(
+                                      OpenApiTypes.OBJECT, description="A FHIR R4 Bundle (searchset) of "
+                                                                       "DiagnosticReports."),
+                                  **json_errors(400, 404)}),
 )
 class StudyViewSet(viewsets.GenericViewSet):
     """Studies of the caller's patients: submit slices, poll the status, read the result, see the images."""
@@ -140,14 +157,24 @@ class StudyViewSet(viewsets.GenericViewSet):
     def get_serializer_class(self):
         return self.serializer_classes.get(self.action, serializers.Serializer)
 
+    def get_renderers(self):
+        renderers = super().get_renderers()
+        return [*renderers, fhir_export.FhirJsonRenderer()] if self.action == "list" else renderers
+
     def list(self, request):
         form = s.StudyFilterSerializer(data=request.query_params)
         form.is_valid(raise_exception=True)
         query = form.validated_data
-        page = self.paginate_queryset(selectors.worklist(
+        studies = selectors.worklist(
             request.user, mine_only=query["mine"], patient_query=query.get("patient", ""),
             status=query.get("status", ""), order=query["order"], created_after=query.get("created_after"),
-            created_before=query.get("created_before")))
+            created_before=query.get("created_before"))
+        if request.accepted_renderer.format == fhir_export.FORMAT:
+            page = self.paginate_queryset(integration_selectors.reported(studies))
+            audit.record(Action.STUDY_EXPORTED, request=request, via="api",
+                         details={"format": "fhir", "page": self.paginator.page.number, "shown": len(page)})
+            return Response(fhir_export.search_bundle(request, page, self.paginator))
+        page = self.paginate_queryset(studies)
         audit.record(Action.STUDY_LISTED, request=request, via="api",
                      details={"page": self.paginator.page.number, "shown": len(page)})
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -225,6 +252,21 @@ class StudyViewSet(viewsets.GenericViewSet):
             raise service_error(error) from error
         return Response(s.ReadingSerializer(reading).data)
 
+    @extend_schema(summary="Every slice's result, in slice order", parameters=[STUDY_ID],
+                   description="A page of the study's slices (images), ordered by `position` along the series, "
+                               "each with its latest result as it is stored: a series being assessed shows the "
+                               "slices done so far.",
+                   responses={200: OpenApiResponse(s.SliceSerializer(many=True), description="A page of slices."),
+                              **errors(404)})
+    @action(detail=True, methods=["get"])
+    def slices(self, request, pk=None):
+        study = self.get_object()
+        page = self.paginate_queryset(selectors.slices_with_results(study))
+        audit.record(Action.STUDY_VIEWED, request=request, obj=study, patient_code=study.patient.code, via="api",
+                     details={"slices_page": self.paginator.page.number})
+        return self.get_paginated_response(s.SliceSerializer(page, many=True, context=self.get_serializer_context())
+                                           .data)
+
     @extend_schema(summary="An image of the study (PNG)", parameters=[STUDY_ID, IMAGE_ID],
                    responses={(200, "image/png"): PNG, **errors(404)})
     @action(detail=True, methods=["get"], url_path=rf"images/(?P<image_id>{UUID})", url_name="image",
@@ -246,6 +288,44 @@ class StudyViewSet(viewsets.GenericViewSet):
                                              "assessed.")
         return serve_audited(request, prediction.heatmap.name, action=Action.HEATMAP_VIEWED, obj=prediction,
                              patient_code=image.study.patient.code, via="api")
+
+    @extend_schema(summary="The study as a FHIR R4 DiagnosticReport", parameters=[STUDY_ID],
+                   description="A DiagnosticReport (`application/fhir+json`) with contained Observations, one per "
+                               "assessed image (the tumor probability, or why the image could not be assessed), "
+                               "and the model as a contained Device. The patient is referenced by pseudonymous "
+                               "code (`urn:brainscan:patient-code`). Status `final` once completed or when the "
+                               "study cannot be assessed, `registered`/`preliminary` before, `cancelled` when it "
+                               "failed or was cancelled.",
+                   responses={(200, fhir_export.MEDIA_TYPE): OpenApiResponse(
+                       OpenApiTypes.OBJECT, description="The FHIR R4 DiagnosticReport."), **json_errors(404)})
+    @action(detail=True, methods=["get"], url_path="fhir", url_name="fhir",
+            renderer_classes=[fhir_export.FhirJsonRenderer], content_negotiation_class=JsonErrorsNegotiation)
+    def fhir(self, request, pk=None):
+        study = self.get_object()
+        audit.record(Action.STUDY_EXPORTED, request=request, obj=study, patient_code=study.patient.code, via="api",
+                     details={"format": "fhir"})
+        return Response(fhir_export.diagnostic_report(selectors.study_with_results(study)))
+
+    @extend_schema(summary="The study's AI result as a DICOM SR (Comprehensive 3D SR, TID 1500)",
+                   parameters=[STUDY_ID],
+                   description="For a study with DICOM images whose assessment is complete (or that cannot be "
+                               "assessed): a DICOM Structured Report (`application/dicom`, a download) that "
+                               "references the de-identified source instances by their UIDs and holds each "
+                               "image's finding and probability and the algorithm's name and version. 404 for a "
+                               "study without DICOM images, 409 `invalid_state` before the assessment is complete.",
+                   responses={(200, sr_export.MEDIA_TYPE): OpenApiResponse(OpenApiTypes.BINARY,
+                                                                           description="The DICOM SR file."),
+                              **errors(404, 409)})
+    @action(detail=True, methods=["get"], url_path="dicom-sr", url_name="dicom-sr",
+            content_negotiation_class=JsonErrorsNegotiation)
+    def dicom_sr(self, request, pk=None):
+        study = self.get_object()
+        try:
+            return sr_export.dicom_sr_response(request, study, via="api")
+        except sr_export.NoDicomImages as error:
+            raise ApiError(404, "not_found", str(error)) from error
+        except sr_export.NotReady as error:
+            raise ApiError(409, "invalid_state", str(error)) from error
 
 
 # --- Patients ----------------------------------------------------------------------------------------------

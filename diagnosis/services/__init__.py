@@ -11,7 +11,7 @@ Callers import from here.
 """
 
 from diagnosis.services.assessment import (  # noqa: F401
-    assess_study, claim, fail_after_retries, new_claim_token, release, requeue_stale, store_results,
+    assess_study, claim, fail_after_retries, finish, new_claim_token, release, requeue_stale,
 )
 from diagnosis.services.errors import (  # noqa: F401
     TRANSIENT_ERRORS, ConsentRequired, InvalidState, NotAllowed, NothingUsable, ServiceError, TransientError,

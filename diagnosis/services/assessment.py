@@ -24,11 +24,12 @@ from diagnosis.inference import get_predictor
 from diagnosis.models import AuditEvent, Consent, Prediction, Study, StudyImage, heatmap_name
 from diagnosis.services.errors import TRANSIENT_ERRORS, TransientError
 from diagnosis.services.patients import cancel_for_withdrawn_consent, consented
-from diagnosis.services.submission import delete_files, enqueue
+from diagnosis.services.submission import enqueue
 from diagnosis.services.transitions import move
 from ml.explain import heatmap_png
 from ml.imaging import UnreadableImage, read_stored
-from ml.predictor import TUMOR, Assessment
+from ml.predictor import NO_TUMOR, TUMOR, Assessment
+from ml.volumes import suspicious_region
 
 log = logging.getLogger(__name__)
 Action = AuditEvent.Action
@@ -80,6 +81,9 @@ def claim(study_ids: list, token: str, delivery: str = "") -> list[Study]:
 def assess_study(study_id: str, delivery: str = "") -> str:
     """Claim the study (and other waiting studies, to predict them in one batch) and assess them.
 
+    Images go through the model in chunks of BRAINSCAN_INFERENCE_CHUNK; each chunk's results are stored at
+    once, so a series shows its progress, and a run that dies resumes where it stopped: only images without
+    a result of the served model are assessed, and a result is stored at most once per image and model.
     `delivery` identifies the message (the Celery task id): a redelivery of a message whose run died
     takes that run's studies over at once instead of waiting for their lease to expire.
     Returns what happened, for the worker's log. Safe to call any number of times per study.
@@ -88,9 +92,9 @@ def assess_study(study_id: str, delivery: str = "") -> str:
     primary = claim([study_id], token, delivery)
     if not primary:
         return "skipped: completed, failed, cancelled or held by another delivery"
-    others = list(Study.objects.filter(claimable(timezone.now(), delivery)).exclude(pk=study_id)
+    others = list(Study.objects.filter(claimable(timezone.now(), delivery), series=False).exclude(pk=study_id)
                   .order_by("created_at").values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
-    claimed = primary + (claim(others, token, delivery) if others else [])
+    claimed = primary + (claim(others, token, delivery) if others and not primary[0].series else [])
     for study in claimed:
         audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
                      details={"attempt": study.attempts})
@@ -98,9 +102,14 @@ def assess_study(study_id: str, delivery: str = "") -> str:
         time.sleep(settings.TEST_PAUSE_AFTER_CLAIM_SECONDS)
     try:
         predictor = get_predictor()
-        readable, failed = _read_images(_pending_images(claimed, predictor.version), token)
-        results = _assess(predictor, readable, claimed, token, failed)
-        outcomes = [store_results(study, token, results[study.pk]) for study in claimed if study.pk not in failed]
+        failed: set = set()
+        pending = _pending_images(claimed, predictor.version)
+        for start in range(0, len(pending), settings.INFERENCE_CHUNK):
+            chunk = [image for image in pending[start:start + settings.INFERENCE_CHUNK] if image.study_id not in failed]
+            readable = _read_images(chunk, token, failed)
+            _save_predictions(_assess(predictor, readable, token, failed), token)
+            _renew_lease(claimed, token)
+        outcomes = [finish(study, token, predictor) for study in claimed if study.pk not in failed]
     except TRANSIENT_ERRORS as error:
         # A time limit may be the study's own doing, so it keeps its attempt; an outage does not.
         refund = not isinstance(error, SoftTimeLimitExceeded)
@@ -110,153 +119,158 @@ def assess_study(study_id: str, delivery: str = "") -> str:
     return f"completed {sum(outcomes)} of {len(claimed)} studies"
 
 
-def _assess(predictor, readable: list, claimed: list[Study], token: str, failed: set) -> dict:
-    """Assessments by study. The claimed studies go through the network in one batch; if that raises anything
-    but an outage, each study is assessed alone, and one that still raises (MemoryError included) fails with
-    the reason while the others go on: one bad study never costs the rest, nor the worker."""
-    results: dict = {study.pk: [] for study in claimed}
+def _assess(predictor, readable: list, token: str, failed: set) -> list:
+    """(image, assessment) pairs. A chunk goes through the network in one batch; if that raises anything but
+    an outage, each study's images are assessed alone, and a study that still raises (MemoryError included)
+    fails with the reason while the others go on: one bad study never costs the rest, nor the worker."""
 
     def run(pairs: list) -> list:
         modalities = [image.acquisition.get("modality", "") for image, _ in pairs]
-        return predictor.assess([gray for _, gray in pairs], modalities=modalities) if pairs else []
+        assessments = predictor.assess([gray for _, gray in pairs], modalities=modalities) if pairs else []
+        return list(zip((image for image, _ in pairs), assessments))
 
     try:
-        for (image, _), assessment in zip(readable, run(readable)):
-            results[image.study_id].append((image, assessment))
-        return results
+        return run(readable)
     except TRANSIENT_ERRORS:
         raise
     except Exception:  # noqa: BLE001 - isolate the study that causes it
-        log.warning("A batch of %d studies could not be assessed; trying each alone", len(claimed), exc_info=True)
-    for study in claimed:
-        pairs = [(image, gray) for image, gray in readable if image.study_id == study.pk]
+        log.warning("A chunk of %d images could not be assessed; trying each study alone", len(readable),
+                    exc_info=True)
+    results = []
+    for study_id in dict.fromkeys(image.study_id for image, _ in readable):
         try:
-            results[study.pk] = list(zip((image for image, _ in pairs), run(pairs)))
+            results += run([(image, gray) for image, gray in readable if image.study_id == study_id])
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - MemoryError and whatever a malformed input causes
-            log.exception("Study %s could not be assessed", study.pk)
-            failed.add(study.pk)
-            fail(study, "assessment_error", f"The images could not be analysed ({type(error).__name__}). Upload "
-                                            "the scan again in a new study; if this keeps happening, contact your "
-                                            "administrator.", token=token)
+            log.exception("Study %s could not be assessed", study_id)
+            failed.add(study_id)
+            fail(Study.objects.select_related("patient").get(pk=study_id), "assessment_error",
+                 f"The images could not be analysed ({type(error).__name__}). Upload the scan again in a new study; "
+                 "if this keeps happening, contact your administrator.", token=token)
     return results
 
 
-def _pending_images(studies: list[Study], version: str) -> dict:
-    """Images of the claimed studies without a prediction from `version`, by study."""
+def _pending_images(studies: list[Study], version: str) -> list[StudyImage]:
+    """Images of the claimed studies without a prediction from `version`, study by study, in slice order."""
     pending = StudyImage.objects.filter(study__in=studies).exclude(predictions__model_version=version)
-    work: dict = {}
-    for image in pending.order_by("study_id", "position"):
-        work.setdefault(image.study_id, []).append(image)
-    return work
+    return list(pending.order_by("study_id", "position"))
 
 
-def _read_images(work: dict, token: str) -> tuple[list[tuple[StudyImage, object]], set]:
-    """Read every pending image back from storage; a study with an unreadable one fails at once.
+def _read_images(images: list[StudyImage], token: str, failed: set) -> list[tuple[StudyImage, object]]:
+    """Read the images back from storage; a study with an unreadable one fails at once (added to `failed`).
 
     The limits are checked again from each file's header: a file that got past the upload's checks (an
     older version stored it, say) fails its own study instead of taking the worker down.
-    Returns the (image, pixels) pairs and the ids of the studies that failed.
     """
-    readable, failed = [], set()
-    for study_id, images in work.items():
-        image = None
+    readable = []
+    for image in images:
+        if image.study_id in failed:
+            continue
         try:
-            pairs = []
-            for image in images:
-                with default_storage.open(image.file.name, "rb") as handle:
-                    pairs.append((image, read_stored(handle.read(), settings.IMAGE_LIMITS)))
-            readable.extend(pairs)
+            with default_storage.open(image.file.name, "rb") as handle:
+                readable.append((image, read_stored(handle.read(), settings.IMAGE_LIMITS)))
         except (UnreadableImage, MemoryError) as error:
-            failed.add(study_id)
-            study = Study.objects.select_related("patient").get(pk=study_id)
+            failed.add(image.study_id)
+            readable = [pair for pair in readable if pair[0].study_id != image.study_id]
             reason = error if isinstance(error, UnreadableImage) else "it is too large to decode"
-            fail(study, "unreadable_image",
+            fail(Study.objects.select_related("patient").get(pk=image.study_id), "unreadable_image",
                  f"Image {image.position + 1} could not be read from storage ({reason}). Upload the scan again "
                  "in a new study.", token=token)
-    return readable, failed
+    return readable
 
 
-def store_results(study: Study, token: str, pairs: list[tuple[StudyImage, Assessment]]) -> bool:
-    """Save heatmaps, then predictions and the final state in one transaction.
+def _save_predictions(pairs: list[tuple[StudyImage, Assessment]], token: str) -> None:
+    """Store a chunk's heatmaps, then its predictions in one transaction, for the studies this run still holds.
 
-    The study is completed with the result of its assessable images, or, when the quality gate refused
-    every image, marked "cannot be assessed" for a clinician to read by hand.
     Heatmap files have deterministic names and the storage overwrites (allow_overwrite locally,
-    file_overwrite on S3), so a retry leaves no orphans.
-    Returns False if the claim was lost meanwhile (another delivery took over after the lease), or if
-    the patient's consent was withdrawn while the model ran: then the study is cancelled instead.
+    file_overwrite on S3), so a retry leaves no orphans; a prediction exists at most once per image and model.
     """
     heatmap_names = {
         image.pk: default_storage.save(heatmap_name(image, assessment.model_version),
                                        ContentFile(heatmap_png(assessment.heatmap)))
         for image, assessment in pairs if assessment.usable
     }
-    try:
-        with transaction.atomic():
-            # Locked: a withdrawal that committed first is seen here, and a later one waits for this result.
-            if not Consent.objects.active(Consent.Scope.AI_ANALYSIS).filter(
-                    patient_id=study.patient_id).select_for_update().exists():
-                if cancel_for_withdrawn_consent(Study.objects.filter(pk=study.pk, status=Status.PROCESSING,
-                                                                     claim=token)):
-                    transaction.on_commit(lambda: delete_files(list(heatmap_names.values())))
-                return False
-            for image, a in pairs:
-                Prediction.objects.get_or_create(image=image, model_version=a.model_version, defaults=dict(
-                    model_sha256=a.model_sha256, probability=a.probability, label=a.label, threshold=a.threshold,
-                    quality=Prediction.Quality.OK if a.usable else Prediction.Quality.REJECTED,
-                    quality_code=a.quality.code, quality_message=a.quality.message,
-                    heatmap=heatmap_names.get(image.pk, ""), features=a.features,
-                    feature_probability=a.feature_probability, feature_contributions=a.feature_contributions,
-                    inference_ms=a.timings_ms["inference"], latency_ms=a.timings_ms["total"],
-                ))
-            summary = study_result(study, pairs[0][1].model_version if pairs else None)
-            held = Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token)
-            if summary["assessable"] or not summary["unassessable"]:
-                moved = move(held, Status.COMPLETED, probability=summary["probability"], label=summary["label"])
-                action = Action.PREDICTION_STORED
-            else:
-                moved = move(held, Status.UNASSESSABLE, probability=None, label="", error_code="unassessable",
-                             error=summary["message"])
-                action = Action.STUDY_UNASSESSABLE
-            if not moved:
-                raise _LostClaim()
-            audit.record(action, obj=study, patient_code=study.patient.code, via="worker",
-                         details={key: summary[key] for key in ("probability", "label", "model_version",
-                                                                "assessable", "unassessable", "reasons")})
-            study.refresh_from_db()
-            events.finished(study)
-    except _LostClaim:
-        log.info("Study %s was taken over by another delivery; discarding this result", study.pk)
-        return False
+    with transaction.atomic():
+        held = set(Study.objects.filter(pk__in={image.study_id for image, _ in pairs}, status=Status.PROCESSING,
+                                        claim=token).values_list("pk", flat=True))
+        for image, a in pairs:
+            if image.study_id not in held:
+                continue  # another delivery took the study over: it assesses the image itself
+            Prediction.objects.get_or_create(image=image, model_version=a.model_version, defaults=dict(
+                model_sha256=a.model_sha256, probability=a.probability, label=a.label, threshold=a.threshold,
+                quality=Prediction.Quality.OK if a.usable else Prediction.Quality.REJECTED,
+                quality_code=a.quality.code, quality_message=a.quality.message,
+                heatmap=heatmap_names.get(image.pk, ""), features=a.features,
+                feature_probability=a.feature_probability, feature_contributions=a.feature_contributions,
+                inference_ms=a.timings_ms["inference"], latency_ms=a.timings_ms["total"],
+            ))
+
+
+def _renew_lease(studies: list[Study], token: str) -> None:
+    """A long series keeps its claim while it makes progress."""
+    lease = timezone.now() + timedelta(seconds=settings.TASK_TIME_LIMIT + 5)
+    Study.objects.filter(pk__in=[study.pk for study in studies], status=Status.PROCESSING, claim=token).update(
+        lease_expires_at=lease)
+
+
+def finish(study: Study, token: str, predictor) -> bool:
+    """Move the study to its final state with its result, once every image has one.
+
+    Completed with the result of its assessable images, or, when the quality gate refused every image,
+    marked "cannot be assessed" for a clinician to read by hand. Returns False if the claim was lost meanwhile
+    (another delivery took over after the lease), or if the patient's consent was withdrawn while the model
+    ran: then the study is cancelled instead, and its results removed.
+    """
+    with transaction.atomic():
+        # Locked: a withdrawal that committed first is seen here, and a later one waits for this result.
+        if not Consent.objects.active(Consent.Scope.AI_ANALYSIS).filter(
+                patient_id=study.patient_id).select_for_update().exists():
+            cancel_for_withdrawn_consent(Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token))
+            return False
+        summary = study_result(study, predictor.version, predictor.threshold, predictor.series_window)
+        held = Study.objects.filter(pk=study.pk, status=Status.PROCESSING, claim=token)
+        if summary["assessable"] or not summary["unassessable"]:
+            moved = move(held, Status.COMPLETED, probability=summary["probability"], label=summary["label"],
+                         suspicious_slices=summary["suspicious_slices"], region=summary["region"])
+            action = Action.PREDICTION_STORED
+        else:
+            moved = move(held, Status.UNASSESSABLE, probability=None, label="", error_code="unassessable",
+                         error=summary["message"], suspicious_slices=0, region={})
+            action = Action.STUDY_UNASSESSABLE
+        if not moved:
+            log.info("Study %s was taken over by another delivery; leaving its result to that run", study.pk)
+            return False
+        audit.record(action, obj=study, patient_code=study.patient.code, via="worker",
+                     details={key: summary[key] for key in ("probability", "label", "model_version", "assessable",
+                                                            "unassessable", "reasons", "suspicious_slices")})
+        study.refresh_from_db()
+        events.finished(study)
     return True
 
 
-class _LostClaim(Exception):
-    pass
-
-
-def study_result(study: Study, version: str | None) -> dict:
-    """The study's result is its most suspicious assessable image's, by the newest model that assessed it;
-    the images the quality gate refused are counted, with their reasons."""
-    predictions = Prediction.objects.filter(image__study=study)
-    if version:
-        predictions = predictions.filter(model_version=version)
-    refused = list(predictions.filter(quality=Prediction.Quality.REJECTED).select_related("image"))
-    usable = predictions.filter(quality=Prediction.Quality.OK)
-    top = usable.order_by("-probability").first()
+def study_result(study: Study, version: str, threshold: float, series_window: int = 1) -> dict:
+    """The study's result, by the given model: for separate slices, that of the most suspicious assessable one;
+    for a series, its most suspicious region (the highest mean over `series_window` consecutive assessed
+    slices; ml.volumes.suspicious_region). The images the quality gate refused are counted, with reasons."""
+    predictions = list(Prediction.objects.filter(image__study=study, model_version=version)
+                       .select_related("image").order_by("image__position"))
+    usable = [p for p in predictions if p.usable]
+    refused = [p for p in predictions if not p.usable]
     reasons: dict[str, int] = {}
     for prediction in refused:
         reasons[prediction.quality_code] = reasons.get(prediction.quality_code, 0) + 1
-    summary = {"model_version": version, "assessable": usable.count(), "unassessable": len(refused),
-               "reasons": reasons, "probability": None, "label": "",
+    region = suspicious_region([p.image.position for p in usable], [p.probability for p in usable], threshold,
+                               series_window if study.series else 1)
+    summary = {"model_version": version, "assessable": len(usable), "unassessable": len(refused), "reasons": reasons,
+               "probability": region["score"], "label": "", "suspicious_slices": len(region["suspicious"]),
+               "region": {key: region[key] for key in ("first", "last", "peak", "score", "window", "runs")}
+               if study.series and usable else {},
                "message": "No image could be assessed: " + "; ".join(
                    f"image {p.image.position + 1}: {p.quality_message}" for p in refused[:5])
                + ("; ..." if len(refused) > 5 else "") + ". Read the study by hand."}
-    if top is not None:
-        summary.update(probability=top.probability, model_version=top.model_version,
-                       label=TUMOR if usable.filter(label=TUMOR).exists() else top.label)
+    if usable:
+        summary["label"] = TUMOR if region["score"] >= threshold else NO_TUMOR
     return summary
 
 

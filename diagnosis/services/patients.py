@@ -30,8 +30,13 @@ def cancel_for_withdrawn_consent(studies, *, actor=None, request=None, via: str 
     """
     with transaction.atomic():
         cancelled = list(studies.select_for_update(of=("self",)).select_related("patient"))
-        move(Study.objects.filter(pk__in=[study.pk for study in cancelled]), Status.CANCELLED,
-             error_code="consent_withdrawn", error=WITHDRAWN)
+        ids = [study.pk for study in cancelled]
+        move(Study.objects.filter(pk__in=ids), Status.CANCELLED, error_code="consent_withdrawn", error=WITHDRAWN)
+        # What a run had stored before the withdrawal (a series' first chunks) is not kept either.
+        results = Prediction.objects.filter(image__study__in=ids)
+        heatmaps = [name for name in results.values_list("heatmap", flat=True) if name]
+        results.delete()
+        transaction.on_commit(lambda: delete_files(heatmaps))
         for study in cancelled:
             audit.record(Action.STUDY_CANCELLED, actor=actor, request=request, obj=study,
                          patient_code=study.patient.code, via=via, details={"reason": "consent_withdrawn"})
@@ -71,7 +76,7 @@ def withdraw_consent(*, consent: Consent, actor, request=None, via: str = "admin
     """Withdraw a consent; studies of the patient that have not started are cancelled. Returns how many.
 
     A study already running is left to its worker, which keeps no result without consent (see
-    `assessment.claim` and `assessment.store_results`).
+    `assessment.claim` and `assessment.finish`).
     """
     now = timezone.now()
     with transaction.atomic():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from diagnosis import audit
 from diagnosis.models import AuditEvent, Consent, Patient, Study, StudyImage
 from diagnosis.selectors import patients_for, submission_rejections
 from diagnosis.services.errors import ConsentRequired, NotAllowed, NothingUsable, ServiceError
-from diagnosis.uploads import Rejection, decode_uploads, display_name
+from diagnosis.uploads import Rejection, display_name, read_uploads
 
 log = logging.getLogger(__name__)
 Action = AuditEvent.Action
@@ -29,13 +30,29 @@ class Submission:
     created: bool = True
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A slice already in storage, waiting for its row."""
+
+    image_id: uuid.UUID
+    file_name: str
+    dicom_name: str
+    width: int
+    height: int
+    sha256: str
+    source_format: str
+    acquisition: dict
+
+
 def submit_study(*, user, patient: Patient, uploads: list, request=None, via: str = "web",
                  idempotency_key: str = "") -> Submission:
     """Store the usable files as a new queued study and enqueue it once the transaction commits.
 
-    Files that cannot be used are reported in `rejections` and audited; the others go through.
-    With an idempotency key, a repeated submission returns the study the first one created, and the files it
-    rejected.
+    Files that cannot be used are reported in `rejections` and audited; the others go through. Each slice
+    is stored as soon as it is decoded (a series of hundreds of slices never sits in memory); the rows are
+    written in one transaction at the end, in the study's order, and the files are removed again if
+    anything fails. With an idempotency key, a repeated submission returns the study the first one created,
+    and the files it rejected.
     """
     if idempotency_key:
         existing = Study.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
@@ -44,39 +61,33 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
     check_can_submit(user, patient)
     if not uploads:
         raise ServiceError("Choose at least one image to upload.")
-    if len(uploads) > settings.MAX_FILES_PER_STUDY:
-        raise ServiceError(f"A study holds at most {settings.MAX_FILES_PER_STUDY} files; {len(uploads)} were sent.")
-    slices, rejections = decode_uploads(uploads, patient_code=patient.code)
-    for rejection in rejections:
-        audit.record(Action.UPLOAD_REJECTED, actor=user, request=request, patient_code=patient.code, via=via,
-                     details={"reason": rejection.code})
-    if len(slices) > settings.MAX_FILES_PER_STUDY:
-        raise ServiceError(f"The files hold {len(slices)} images; a study holds at most "
-                           f"{settings.MAX_FILES_PER_STUDY}.")
-    if not slices:
-        raise NothingUsable("None of the files could be used; nothing was stored.", rejections)
+    if len(uploads) > max(settings.MAX_FILES_PER_STUDY, settings.MAX_SLICES):
+        raise ServiceError(f"A study holds at most {settings.MAX_FILES_PER_STUDY} files, or one series of at most "
+                           f"{settings.MAX_SLICES} slices; {len(uploads)} files were sent.")
+    study_id = uuid.uuid4()
     stored: list[str] = []
     try:
+        received = read_uploads(uploads, lambda piece: _store(study_id, piece, stored), patient_code=patient.code)
+        for rejection in received.rejections + ([received.refused] if received.refused else []):
+            audit.record(Action.UPLOAD_REJECTED, actor=user, request=request, patient_code=patient.code, via=via,
+                         details={"reason": rejection.code})
+        if received.refused is not None:
+            raise NothingUsable(f"Nothing was stored: {received.refused.reason}",
+                                received.rejections + [received.refused])
+        if not received.kept:
+            raise NothingUsable("None of the files could be used; nothing was stored.", received.rejections)
         with transaction.atomic():
-            study = Study.objects.create(patient=patient, submitted_by=user, idempotency_key=idempotency_key,
-                                         enqueued_at=timezone.now())
-            dicom_names: dict = {}  # the frames of one DICOM file share its de-identified copy
-            for position, piece in enumerate(slices):
-                image = StudyImage(study=study, position=position, source_format=piece.source_format,
-                                   width=piece.width, height=piece.height,
-                                   sha256=hashlib.sha256(piece.png).hexdigest(), acquisition=piece.acquisition)
-                image.file.save("scan.png", ContentFile(piece.png), save=False)
-                stored.append(image.file.name)
-                if piece.dicom is not None:
-                    if piece.dicom not in dicom_names:
-                        image.dicom.save("scan.dcm", ContentFile(piece.dicom.data), save=False)
-                        dicom_names[piece.dicom] = image.dicom.name
-                        stored.append(image.dicom.name)
-                    image.dicom.name = dicom_names[piece.dicom]
-                image.save()
-            replayable = {"rejected": _recorded(uploads, rejections)} if idempotency_key else {}
+            study = Study.objects.create(id=study_id, patient=patient, submitted_by=user, series=received.series,
+                                         idempotency_key=idempotency_key, enqueued_at=timezone.now())
+            StudyImage.objects.bulk_create([
+                StudyImage(id=piece.image_id, study=study, position=position, file=piece.file_name,
+                           dicom=piece.dicom_name or None, width=piece.width, height=piece.height,
+                           sha256=piece.sha256, source_format=piece.source_format, acquisition=piece.acquisition)
+                for position, piece in enumerate(received.kept)])
+            replayable = {"rejected": _recorded(uploads, received.rejections)} if idempotency_key else {}
             audit.record(Action.STUDY_CREATED, actor=user, request=request, obj=study, patient_code=patient.code,
-                         via=via, details={"images": len(slices), "rejected_files": len(rejections), **replayable})
+                         via=via, details={"images": len(received.kept), "series": received.series,
+                                           "rejected_files": len(received.rejections), **replayable})
             enqueue(study)
     except IntegrityError:
         delete_files(stored)
@@ -86,7 +97,24 @@ def submit_study(*, user, patient: Patient, uploads: list, request=None, via: st
     except BaseException:
         delete_files(stored)
         raise
-    return Submission(study, rejections)
+    return Submission(study, received.rejections)
+
+
+def _store(study_id: uuid.UUID, piece, stored: list[str]) -> _Stored:
+    """Put one decoded slice (and, once per DICOM file, its de-identified copy) in storage."""
+    image_id = uuid.uuid4()
+    file_name = default_storage.save(f"studies/{study_id}/{image_id}.png", ContentFile(piece.png))
+    stored.append(file_name)
+    dicom_name = ""
+    if piece.dicom is not None:
+        if not piece.dicom.stored_as:  # the frames of one DICOM file share its copy
+            piece.dicom.stored_as = default_storage.save(f"studies/{study_id}/{image_id}.dcm",
+                                                         ContentFile(piece.dicom.data))
+            piece.dicom.data = b""  # stored: no need to keep it in memory
+            stored.append(piece.dicom.stored_as)
+        dicom_name = piece.dicom.stored_as
+    return _Stored(image_id, file_name, dicom_name, piece.width, piece.height, hashlib.sha256(piece.png).hexdigest(),
+                   piece.source_format, piece.acquisition)
 
 
 def _recorded(uploads: list, rejections: list[Rejection]) -> list[dict]:

@@ -29,6 +29,7 @@
     var words = { queued: "The study is waiting for the analysis service.",
                   processing: "The network is analysing the images.",
                   completed: "The analysis is complete.",
+                  unassessable: "The study cannot be assessed by the model: read it by hand.",
                   failed: "The analysis failed.",
                   cancelled: "The study was cancelled." };
     var result = panel.querySelector("#result-badge");
@@ -38,13 +39,23 @@
   function refreshPanel() {
     return fetch(panel.dataset.panelUrl, { credentials: "same-origin" })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
-      .then(function (html) { panel.innerHTML = html; });
+      .then(function (html) {
+        panel.innerHTML = html;
+        if (window.BrainScanSeries) window.BrainScanSeries.start(panel);
+      });
+  }
+
+  // A series shows how far the worker has got ("87 of 150 assessed") without redrawing the page.
+  function showProgress(state) {
+    var progress = document.getElementById("series-progress");
+    if (progress && state.progress) progress.textContent = state.progress.done + " of " + state.progress.total + " assessed";
   }
 
   function poll() {
     fetch(panel.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
       .then(function (state) {
+        showProgress(state);
         if (state.status === panel.dataset.status) return state;
         return refreshPanel().then(function () {
           panel.dataset.status = state.status;

@@ -18,7 +18,15 @@
   var patientErrors = document.getElementById("patient-errors");
   var imageErrors = document.getElementById("images-errors");
   var maxFiles = parseInt(form.dataset.maxFiles, 10);
+  var maxSlices = parseInt(form.dataset.maxSlices, 10);
   var maxBytes = parseInt(form.dataset.maxMb, 10) * 1048576;
+  var maxSeriesBytes = parseInt(form.dataset.maxSeriesMb, 10) * 1048576;
+  var folderInput = document.getElementById("folder-input");
+
+  // A .zip or a NIfTI volume holds a whole series: it may be as large as a series.
+  function limitOf(file) {
+    return /\.(zip|nii|nii\.gz)$/i.test(file.name) ? maxSeriesBytes : maxBytes;
+  }
 
   var chosen = [];     // {file, name, state: "ready" | "too-large" | "added" | "rejected", note}
   var uploading = false;
@@ -56,9 +64,9 @@
   function add(files) {
     Array.prototype.forEach.call(files, function (file) {
       if (chosen.some(function (entry) { return sameFile(entry.file, file); })) return;
-      var tooLarge = file.size > maxBytes;
+      var tooLarge = file.size > limitOf(file);
       chosen.push({ file: file, name: uniqueName(file.name), state: tooLarge ? "too-large" : "ready",
-                    note: tooLarge ? "Larger than " + size(maxBytes) + ": it will not be sent" : "Ready" });
+                    note: tooLarge ? "Larger than " + size(limitOf(file)) + ": it will not be sent" : "Ready" });
     });
     sync();
   }
@@ -129,7 +137,7 @@
     if (notAdded === 0) { window.location.assign(body.url); return; }
     chosen.forEach(function (entry) {
       if (entry.state === "ready") { entry.state = "added"; entry.note = "Added to the study"; }
-      else if (entry.state === "too-large") entry.note = "Not sent: larger than " + size(maxBytes);
+      else if (entry.state === "too-large") entry.note = "Not sent: larger than " + size(limitOf(entry.file));
     });
     submitted = true;
     render();
@@ -186,6 +194,7 @@
   });
   // A click anywhere in the drop zone opens the file chooser, like a click on its button.
   zone.addEventListener("click", function (event) {
+    if (event.target.closest(".folder-choice")) return;  // the folder button opens its own chooser
     if (event.target !== input && !input.disabled && !uploading) input.click();
   });
   input.addEventListener("change", function () {
@@ -207,8 +216,9 @@
       input.focus();
       return;
     }
-    if (sendable.length > maxFiles) {
-      showErrors(imageErrors, ["A study holds at most " + maxFiles + " files; " + sendable.length + " are chosen."]);
+    if (sendable.length > Math.max(maxFiles, maxSlices)) {
+      showErrors(imageErrors, ["A study holds at most " + maxFiles + " separate files, or one series of at most " +
+                               maxSlices + " slices; " + sendable.length + " files are chosen."]);
       input.focus();
       return;
     }
@@ -226,7 +236,10 @@
     request.upload.addEventListener("progress", function (e) {
       if (e.lengthComputable) setProgress(Math.round((e.loaded / e.total) * 100));
     });
-    request.upload.addEventListener("load", function () { setProgress(100, "Checking the images"); });
+    request.upload.addEventListener("load", function () {
+      setProgress(100, sendable.length > 1 || /\.(zip|nii|nii\.gz)$/i.test(sendable[0].name)
+        ? "Checking and de-identifying the images (a whole series takes a few seconds)" : "Checking the images");
+    });
     request.addEventListener("load", function () {
       finish();
       var body = {};
@@ -245,5 +258,11 @@
     progress.hidden = false;
     setProgress(0, "Uploading");
     request.send(data);
+  });
+
+  // A DICOM series is often a folder of files: the folder button adds every file in it.
+  if (folderInput) folderInput.addEventListener("change", function () {
+    add(folderInput.files);
+    folderInput.value = "";
   });
 })();

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnosis import services
+from diagnosis.inference import get_predictor
 from diagnosis.models import AuditEvent, Prediction, Study
 from tests.factories import StudyFactory
 
@@ -58,7 +59,7 @@ def test_an_expired_claim_is_taken_over_and_the_old_holder_cannot_store(study):
     services.assess_study(str(study.pk))
     study.refresh_from_db()
     assert study.status == Study.Status.COMPLETED and study.attempts == 2
-    assert not services.store_results(study, "crashed", [])  # its conditional update finds nothing
+    assert not services.finish(study, "crashed", get_predictor())  # its conditional update finds nothing
 
 
 def test_waiting_studies_are_predicted_together(patient_a, clinician_a, settings):
@@ -159,8 +160,6 @@ def test_withdrawing_consent_cancels_studies_that_have_not_started(study, patien
 
 
 def test_activating_another_version_reaches_a_running_worker_at_its_next_study(registry_copy, study):
-    from diagnosis.inference import get_predictor
-
     first, second = registry_copy("cnn-20990101-000000"), registry_copy("cnn-20990102-000000")
     registry_copy.registry().activate(first)
     assert get_predictor().version == first

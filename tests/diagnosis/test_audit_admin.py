@@ -159,7 +159,8 @@ def test_seed_demo_generates_and_prints_a_password_when_unset(settings, capsys):
     assert Study.objects.count() == 0
 
 
-def test_seed_demo_offers_held_out_real_slices_that_the_served_model_reads_correctly(settings, tmp_path, dataset_dir):
+def test_seed_demo_offers_held_out_real_slices_that_the_served_model_reads_correctly(settings, tmp_path, dataset_dir,
+                                                                                   release_model):
     from diagnosis.inference import get_predictor
     from ml.imaging import read_image
 

@@ -42,7 +42,8 @@ def test_form_lists_only_my_patients_and_marks_missing_consent(client_a, patient
 
 
 def test_good_submission_stores_images_and_audits(client_a, patient_a):
-    response = post(client_a, patient_a, upload("a.png", phantom_bytes(1)), upload("b.jpg", phantom_bytes(2, False, "JPEG")))
+    response = post(client_a, patient_a, upload("a.png", phantom_bytes(1)),
+                    upload("b.jpg", phantom_bytes(2, False, "JPEG")))
     study = Study.objects.get()
     assert response.status_code == 302 and study.status == Study.Status.QUEUED and study.enqueued_at
     images = list(study.images.all())
@@ -51,15 +52,15 @@ def test_good_submission_stores_images_and_audits(client_a, patient_a):
         assert default_storage.open(image.file.name).read()[:4] == b"\x89PNG"
     event = AuditEvent.objects.get(action="study.created")
     assert event.actor_username == "clinician_a" and event.patient_code == patient_a.code
-    assert event.details == {"images": 2, "rejected_files": 0} and event.ip_address == "127.0.0.1"
+    assert event.details == {"images": 2, "series": False, "rejected_files": 0} and event.ip_address == "127.0.0.1"
 
 
 @pytest.mark.parametrize("name,data,reason", [
     ("empty.png", b"", "empty"),
     ("truncated.png", phantom_bytes(3)[:300], "damaged or incomplete"),
-    ("page.png", b"<html><body>hello</body></html>", "not a JPEG, PNG or DICOM"),
-    ("vector.png", b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>", "not a JPEG, PNG or DICOM"),
-    ("magic.jpg", b"GIF89a" + b"\0" * 100, "not a JPEG, PNG or DICOM"),
+    ("page.png", b"<html><body>hello</body></html>", "not a JPEG, PNG, DICOM, NIfTI or .zip"),
+    ("vector.png", b"<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>", "not a JPEG, PNG, DICOM, NIfTI or .zip"),
+    ("magic.jpg", b"GIF89a" + b"\0" * 100, "not a JPEG, PNG, DICOM, NIfTI or .zip"),
 ])
 def test_bad_file_alone_is_refused_with_a_message_and_nothing_stored(client_a, patient_a, name, data, reason):
     response = post(client_a, patient_a, upload(name, data))
@@ -101,7 +102,7 @@ def test_the_files_of_one_request_share_a_pixel_budget(client_a, patient_a, sett
 def test_too_many_files(client_a, patient_a, settings):
     settings.MAX_FILES_PER_STUDY = 2
     response = post(client_a, patient_a, *[upload(f"{i}.png", phantom_bytes(i)) for i in range(3)])
-    assert response.status_code == 400 and "at most 2 files" in response.content.decode()
+    assert response.status_code == 400 and "a study holds at most 2" in response.content.decode()
 
 
 def test_patient_outside_my_care_team_is_refused(client_a, patient_b):

@@ -146,7 +146,7 @@ def test_clinician_submits_watches_reads_prints_and_logs_out(live_server, worker
         outcome.wait_for(state="visible")
         assert "created with 2 files" in outcome.inner_text()
         bad_row = page.locator('#file-list li[data-filename="notes-scan.png"]')
-        assert "Not added: The file is not a JPEG, PNG or DICOM image" in bad_row.inner_text()
+        assert "Not added: The file is not a JPEG, PNG, DICOM, NIfTI or .zip file" in bad_row.inner_text()
         for name, _, _ in GOOD_FILES:
             assert "Added to the study" in page.locator(f'#file-list li[data-filename="{name}"]').inner_text()
         assert page.evaluate("() => document.getElementById('progress-bar').value") == 100
@@ -290,7 +290,8 @@ def test_upload_page_holds_back_large_files_renames_twins_and_lets_files_be_remo
 def test_worklist_triage_search_export_and_main_pages_on_a_tablet(live_server, worker, open_page):
     clinician = UserFactory(username="dr.lindqvist")
     patients = [PatientFactory(care_team=[clinician]) for _ in range(3)]
-    studies = [submitted(clinician, patients[0], (21, False)), submitted(clinician, patients[1], (22, True), (23, True)),
+    studies = [submitted(clinician, patients[0], (21, False)),
+               submitted(clinician, patients[1], (22, True), (23, True)),
                submitted(clinician, patients[2], (24, False), (25, True))]
     completed(*studies, worker=worker)
     by_probability = sorted(Study.objects.filter(pk__in=[s.pk for s in studies]), key=lambda s: -s.probability)

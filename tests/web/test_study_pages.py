@@ -48,7 +48,8 @@ def test_pending_study_page_says_it_updates_by_itself(client_a, clinician_a, pat
     assert "updates by itself" in page
     assert "Record my reading" not in page
     status = client_a.get(reverse("study-status", args=[study.pk])).json()
-    assert status == {"status": "queued", "label": "", "probability": None, "active": True}
+    assert status == {"status": "queued", "label": "", "probability": None, "active": True,
+                      "progress": {"done": 0, "total": 1}}
 
 
 def test_status_and_panel_follow_the_study(client_a, completed_study):
@@ -182,7 +183,7 @@ def test_model_version_links_to_its_report():
 def test_status_json_is_plain_json(client_a, completed_study):
     response = client_a.get(reverse("study-status", args=[completed_study.pk]))
     assert response["Content-Type"] == "application/json"
-    assert set(json.loads(response.content)) == {"status", "label", "probability", "active"}
+    assert set(json.loads(response.content)) == {"status", "label", "probability", "active", "progress"}
 
 
 def test_a_second_clinicians_study_of_a_shared_patient_is_visible(client_b, clinician_a, clinician_b):

@@ -39,7 +39,7 @@ def test_good_files_go_through_and_the_bad_one_is_named_with_its_reason(client_a
     study = Study.objects.get()
     assert body["url"] == reverse("study-detail", args=[study.pk])
     assert [r["filename"] for r in body["rejected"]] == ["notes.png"]
-    assert "not a JPEG, PNG or DICOM image" in body["rejected"][0]["reason"]
+    assert "not a JPEG, PNG, DICOM, NIfTI or .zip file" in body["rejected"][0]["reason"]
     assert body["rejected"][0]["code"] == "unsupported_type"
     assert study.images.count() == 2 and study.submitted_by == clinician_a
     assert AuditEvent.objects.filter(action=AuditEvent.Action.UPLOAD_REJECTED, patient_code=patient_a.code).count() == 1
@@ -80,14 +80,15 @@ def test_without_javascript_the_form_redirects_and_reports_the_bad_file(client_a
     response = client_a.post(URL, {"patient": patient_a.code, "images": [png(), text_as_png()]}, follow=True)
     study = Study.objects.get()
     assert response.redirect_chain == [(reverse("study-detail", args=[study.pk]), 302)]
-    assert "notes.png was not added: The file is not a JPEG, PNG or DICOM image" in response.content.decode()
+    page = response.content.decode()
+    assert "notes.png was not added: The file is not a JPEG, PNG, DICOM, NIfTI or .zip file" in page
 
 
 def test_without_javascript_all_bad_files_are_listed_on_the_form(client_a, patient_a):
     response = client_a.post(URL, {"patient": patient_a.code, "images": [text_as_png("a.png"), text_as_png("b.png")]})
     assert response.status_code == 400
     page = response.content.decode()
-    assert "<strong>a.png</strong>: The file is not a JPEG, PNG or DICOM image" in page
+    assert "<strong>a.png</strong>: The file is not a JPEG, PNG, DICOM, NIfTI or .zip file" in page
     assert "<strong>b.png</strong>" in page
 
 

@@ -76,7 +76,8 @@ class Command(BaseCommand):
         if generated and created_any:
             self.stdout.write(f"Their password (generated; set BRAINSCAN_DEMO_PASSWORD to choose one): {password}")
         elif generated:
-            self.stdout.write("Existing accounts kept their passwords; set BRAINSCAN_DEMO_PASSWORD and re-run to reset.")
+            self.stdout.write("Existing accounts kept their passwords; set BRAINSCAN_DEMO_PASSWORD and re-run to "
+                              "reset.")
         else:
             self.stdout.write("Their password is the value of BRAINSCAN_DEMO_PASSWORD.")
         self.stdout.write(f"Sample images to try the upload with, in {images}: {description}.")
