@@ -25,17 +25,19 @@ COPY manage.py ./
 COPY brainscan brainscan
 COPY diagnosis diagnosis
 COPY analytics analytics
+COPY integrations integrations
 COPY ml ml
 COPY templates templates
 COPY static static
 COPY models models
 COPY deploy deploy
 # Static files are collected with the production storage (hashed names, compressed copies), so every
-# replica of this image serves the same files. The throwaway key exists only for this command.
+# replica of this image serves the same files. The throwaway keys exist only for this command.
 RUN BRAINSCAN_PRODUCTION=1 DJANGO_ALLOWED_HOSTS=build.invalid \
     DJANGO_SECRET_KEY="collectstatic-only-$(python -c 'import secrets; print(secrets.token_urlsafe(48))')" \
+    BRAINSCAN_AUDIT_KEYS="build:$(python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
     python manage.py collectstatic --noinput --verbosity 0 \
- && python -m compileall -q brainscan diagnosis ml \
+ && python -m compileall -q brainscan diagnosis analytics integrations ml \
  && mkdir var \
  && chown -R brainscan:brainscan staticfiles var
 USER brainscan

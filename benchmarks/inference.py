@@ -81,7 +81,8 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
     return {
         "latency_ms_p50": percentile(latency, 50), "latency_ms_p95": percentile(latency, 95),
         "inference_ms_p50": percentile(network, 50),
-        f"network_batch{BATCH}_ms_per_image": percentile(network_batch, 50) / BATCH, "heatmap_ms_p50": percentile(heatmap, 50),
+        f"network_batch{BATCH}_ms_per_image": percentile(network_batch, 50) / BATCH,
+        "heatmap_ms_p50": percentile(heatmap, 50),
         "features_ms_p50": percentile(features, 50), "throughput_ips": throughput[best], "best_batch": best,
         "throughput_by_batch": {str(k): round(v, 1) for k, v in throughput.items()},
     }

@@ -66,6 +66,9 @@ app.conf.update(
         # sweeps piles up in the queue while no worker runs.
         "requeue-stale-studies": {"task": "diagnosis.tasks.requeue_stale", "schedule": settings.SWEEP_EVERY_SECONDS,
                                   "options": {"expires": settings.SWEEP_EVERY_SECONDS}},
+        # Webhooks whose next attempt is due, or whose sending worker died (its lease expired), are sent again.
+        "sweep-webhooks": {"task": "integrations.tasks.sweep_webhooks", "schedule": settings.SWEEP_EVERY_SECONDS,
+                           "options": {"expires": settings.SWEEP_EVERY_SECONDS, "queue": "default"}},
     },
 )
 app.autodiscover_tasks()

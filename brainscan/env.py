@@ -116,7 +116,8 @@ def url(name: str, default: str | None, schemes: tuple[str, ...], help: str = ""
         return None
     scheme = urlparse(value).scheme
     if scheme not in schemes:
-        raise ImproperlyConfigured(f"{name} must be a URL with one of the schemes {', '.join(schemes)}; got {scheme!r}.")
+        raise ImproperlyConfigured(f"{name} must be a URL with one of the schemes {', '.join(schemes)}; "
+                                   f"got {scheme!r}.")
     return value
 
 

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "csp",
     "diagnosis",
     "analytics",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -209,12 +210,16 @@ IMAGE_LIMITS = Limits(
 )
 MAX_DICOM_FRAMES = env.integer("BRAINSCAN_MAX_DICOM_FRAMES", 64, "Most frames taken from one DICOM file",
                                minimum=1)
-MAX_REQUEST_PIXELS = env.integer("BRAINSCAN_MAX_REQUEST_MEGAPIXELS", 200, "Most pixels, in millions, the files of "
+MAX_SLICES = env.integer("BRAINSCAN_MAX_SLICES", 400, "Most slices in a study that is one series (a NIfTI volume, "
+                         "a .zip or the DICOM files of one series)", minimum=1)
+MAX_SERIES_BYTES = env.integer("BRAINSCAN_MAX_SERIES_MB", 600, "Largest series upload (a .zip, a NIfTI file, or "
+                               "all the files of one request), in MB", minimum=1) * 1024 * 1024
+MAX_REQUEST_PIXELS = env.integer("BRAINSCAN_MAX_REQUEST_MEGAPIXELS", 256, "Most pixels, in millions, the files of "
                                  "one upload may hold together", minimum=1) * 1_000_000
-DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_STUDY + 1
+DATA_UPLOAD_MAX_NUMBER_FILES = max(MAX_FILES_PER_STUDY, MAX_SLICES) + 1
 FILE_UPLOAD_PERMISSIONS = 0o600
 # A larger request is refused before it is read (diagnosis.middleware).
-MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * MAX_FILES_PER_STUDY + 1_048_576
+MAX_REQUEST_BYTES = max(MAX_UPLOAD_BYTES * MAX_FILES_PER_STUDY, MAX_SERIES_BYTES) + 1_048_576
 # Uploads stream to a private temporary file, encrypted under a key that lives only in the request's memory:
 # never whole in memory, never in the clear on disk (a DICOM header names the patient).
 FILE_UPLOAD_HANDLERS = ["diagnosis.upload_handlers.EncryptedFileUploadHandler"]
@@ -228,6 +233,8 @@ MODEL_DIR = Path(env.string("BRAINSCAN_MODEL_DIR", str(BASE_DIR / "models"), "Mo
 MODEL_VERSION = env.string("BRAINSCAN_MODEL_VERSION", None, "Serve this version instead of models/ACTIVE")
 INFERENCE_THREADS = env.integer("BRAINSCAN_INFERENCE_THREADS", 1, "Threads per worker process for the network "
                                 "(processes x threads should equal cores)", minimum=1, maximum=64)
+INFERENCE_CHUNK = env.integer("BRAINSCAN_INFERENCE_CHUNK", 32, "Images assessed and stored at a time (a series shows "
+                              "its progress chunk by chunk, and resumes there after a crash)", minimum=1, maximum=512)
 INFERENCE_BATCH = env.integer("BRAINSCAN_INFERENCE_BATCH", 8, "Most waiting studies a worker takes together",
                               minimum=1, maximum=256)
 
@@ -369,6 +376,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several choice fields are called "status": each enum gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "diagnosis.models.Study.Status",
+        "QualityStatusEnum": "diagnosis.models.Prediction.Quality",
+    },
 }
 
 # --- Demo and data ------------------------------------------------------------------------------
@@ -394,3 +406,18 @@ LOGGING = {
     # (pydicom, which sets its own level when imported, is silenced in diagnosis.dicom.)
     "loggers": {"axes": {"level": "WARNING"}, "PIL": {"level": "WARNING"}},
 }
+
+# --- Hospital integration: signed webhooks, FHIR and DICOM SR exports (integrations/) ------------
+PUBLIC_URL = env.url("BRAINSCAN_PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https"),
+                     "The site's base URL as hospital systems reach it, for the absolute links in webhook "
+                     "bodies (e.g. https://brainscan.example.org)").rstrip("/")
+WEBHOOK_ALLOW = env.string_list("BRAINSCAN_WEBHOOK_ALLOW", [], "Comma-separated host names, addresses or CIDR "
+                                "ranges that webhooks may reach although they are loopback, private, link-local or "
+                                "otherwise not public (empty: public addresses only)")
+WEBHOOK_CONNECT_SECONDS = env.integer("BRAINSCAN_WEBHOOK_CONNECT_SECONDS", 3, "Time limit to connect to a webhook "
+                                      "receiver, in seconds", minimum=1, maximum=30)
+WEBHOOK_READ_SECONDS = env.integer("BRAINSCAN_WEBHOOK_READ_SECONDS", 5, "Time limit for a webhook receiver's "
+                                   "answer, in seconds", minimum=1, maximum=60)
+WEBHOOK_MAX_ATTEMPTS = env.integer("BRAINSCAN_WEBHOOK_MAX_ATTEMPTS", 12, "Attempts to deliver one webhook before "
+                                   "giving up (back-off 1, 2, 4 ... minutes, at most 8 hours: 12 attempts span about "
+                                   "a day)", minimum=1, maximum=30)

@@ -12,6 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from ml.phantoms import make_phantom
+
 # Written into the sample before upload; none of them may appear in anything stored, returned or logged.
 IDENTIFYING = {
     "PatientName": "Quillfeather^Zebedee",
@@ -46,8 +48,11 @@ def mr_small() -> Dataset:
 
 
 def identifiable_mr(**overrides) -> Dataset:
-    """MR_small with a patient's identity written everywhere the profile must clean."""
+    """MR_small's header with a patient's identity written everywhere the profile must clean, around a
+    128 x 128 phantom slice: MR_small's own 64 x 64 pixels are not a brain, and the quality gate says so."""
     ds = mr_small()
+    ds.Rows = ds.Columns = 128
+    ds.PixelData = np.rint(make_phantom(1, True, 128) * 1200).astype("<i2").tobytes()
     for keyword, value in {**IDENTIFYING, **overrides}.items():
         setattr(ds, keyword, value)
     block = ds.private_block(0x0099, "ACME hospital", create=True)
@@ -151,3 +156,16 @@ def _mark(ds: Dataset) -> None:
         elif element.VR in TEXT_VRS and element.keyword not in UNMARKED:
             element.value = {"PN": f"{MARKER}^Zebedee", "UR": f"http://{MARKER.lower()}.example/"}.get(
                 element.VR, MARKER if element.VR in ("CS", "SH", "AE") else f"scan of {MARKER} patient")
+
+
+def series_files(count: int = 7, series_uid: str | None = None, size: int = 128) -> list[tuple[float, bytes]]:
+    """(z, DICOM bytes) of one axial series, slice z a phantom whose lesion shows on slices 2 to 4."""
+    series_uid, study_uid = series_uid or generate_uid(), generate_uid()
+    files = []
+    for k in range(count):
+        pixels = np.rint(make_phantom(40 + k, tumor=2 <= k <= 4, size=size) * 2000).astype(np.uint16)
+        ds = synthetic_mr(pixels, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid,
+                          ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                          ImagePositionPatient=[0, 0, 5.0 * k], InstanceNumber=count - k)  # numbers run backwards
+        files.append((5.0 * k, to_bytes(ds)))
+    return files

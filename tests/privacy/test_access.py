@@ -66,6 +66,7 @@ RULES: dict[str, Rule] = {
     "studies/<uuid:study_id>/images/<uuid:image_id>/": CARE_TEAM,
     "studies/<uuid:study_id>/images/<uuid:image_id>/heatmap/": CARE_TEAM,
     "studies/<uuid:study_id>/images/<uuid:image_id>/dicom/": CARE_TEAM,
+    "studies/<uuid:study_id>/dicom-sr/": CARE_TEAM,
     # The admin's own login page is public; a signed-in clinician sees it too (to sign in as staff).
     "admin/login/": Rule({"clinician_a": 200, "clinician_b": 200, "admin": 302, "anonymous": 200}),
     "admin/logout/": Rule(everyone(302), method="post"),
@@ -82,6 +83,9 @@ RULES.update({
     f"{API_STUDY}/$": API_CARE_TEAM,
     f"{API_STUDY}/images/{API_IMAGE}/$": API_CARE_TEAM,
     f"{API_STUDY}/images/{API_IMAGE}/heatmap/$": API_CARE_TEAM,
+    f"{API_STUDY}/fhir/$": API_CARE_TEAM,
+    f"{API_STUDY}/dicom-sr/$": API_CARE_TEAM,
+    f"{API_STUDY}/slices/$": API_CARE_TEAM,
     # A completed study cannot be run again (409); B may not even learn that it exists.
     f"{API_STUDY}/retry/$": Rule({"clinician_a": 409, "clinician_b": 404, "admin": 409,
                                                     "anonymous": 401}, method="post"),

@@ -77,7 +77,8 @@ def rewrite_from(events: list[AuditEvent], index: int, key: str | None) -> None:
     """What someone who can write the database would do: change an event, then recompute every code after it with
     the application's own function, signing with `key` (None: plain SHA-256, as the trail once was)."""
     with tampering() as cursor:
-        cursor.execute("UPDATE diagnosis_auditevent SET actor_username = %s WHERE id = %s", ["mallory", events[index].pk])
+        cursor.execute("UPDATE diagnosis_auditevent SET actor_username = %s WHERE id = %s",
+                       ["mallory", events[index].pk])
         previous = events[index].previous_hash
         for event in AuditEvent.objects.filter(pk__gte=events[index].pk).order_by("id"):
             code = audit.event_hash(event, previous, key)

@@ -17,7 +17,7 @@ from pydicom.sequence import Sequence
 from diagnosis.deidentify import StudyKey, cap_age, scrub_description
 from diagnosis.dicom import read_dicom
 from ml.dicom import apply_window, is_dicom
-from diagnosis.uploads import decode_upload, decode_uploads
+from diagnosis.uploads import decode_upload, read_uploads
 from ml.imaging import Limits, UnreadableImage, read_stored
 from tests.factories import phantom_bytes
 from tests.privacy.samples import (IDENTIFYING, IDENTIFYING_WORDS, MARKER, MR_SMALL_SOP_UID, MR_SMALL_STUDY_DATE,
@@ -54,7 +54,7 @@ def test_dicom_is_recognised_by_its_preamble_whatever_the_name():
 
 def test_a_dicom_file_without_the_part_10_header_is_refused():
     data = open(get_testdata_file("no_meta.dcm", download=False), "rb").read()
-    with pytest.raises(UnreadableImage, match="not a JPEG, PNG or DICOM"):
+    with pytest.raises(UnreadableImage, match="not a JPEG, PNG, DICOM, NIfTI or .zip"):
         decode_upload(SimpleUploadedFile("scan.dcm", data))
 
 
@@ -359,7 +359,7 @@ def test_age_cap():
 
 
 def test_pixels_are_kept_unchanged_in_the_copy():
-    original = mr_small()
+    original = identifiable_mr()
     clean = deidentified(identifiable_mr())
     np.testing.assert_array_equal(clean.pixel_array, original.pixel_array)
 
@@ -367,9 +367,10 @@ def test_pixels_are_kept_unchanged_in_the_copy():
 def test_one_submission_shares_one_key_so_its_files_share_the_study_uid():
     first, second = mr_small(), mr_small()
     second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = "1.3.6.1.4.1.5962.99.3"
-    slices, rejections = decode_uploads([dicom_upload(first), dicom_upload(second)], patient_code="P-X")
-    studies = {pydicom.dcmread(io.BytesIO(piece.dicom.data)).StudyInstanceUID for piece in slices}
-    assert not rejections and len(studies) == 1
+    received = read_uploads([dicom_upload(first), dicom_upload(second)], lambda piece: piece.dicom.data,
+                            patient_code="P-X")
+    studies = {pydicom.dcmread(io.BytesIO(copy)).StudyInstanceUID for copy in received.kept}
+    assert not received.rejections and len(received.kept) == 2 and len(studies) == 1
 
 
 def test_pydicom_logs_nothing_even_at_debug_level(caplog):

@@ -157,6 +157,7 @@ print(json.dumps({
 def test_production_headers_and_cookies(clinician_a):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "brainscan.settings", "BRAINSCAN_PRODUCTION": "1",
            "DJANGO_SECRET_KEY": "production-probe-" + "k" * 50, "DJANGO_ALLOWED_HOSTS": "testserver",
+           "BRAINSCAN_AUDIT_KEYS": "k1:" + "audit-key-of-the-tests-" * 2,
            "DATABASE_URL": workers.test_database_url(), "BRAINSCAN_VAR_DIR": str(settings.VAR_DIR), "DJANGO_DEBUG": "0"}
     env.pop("BRAINSCAN_X_ACCEL_PREFIX", None)
     result = subprocess.run([sys.executable, "-c", f"PASSWORD = {PASSWORD!r}\n" + PRODUCTION_PROBE], cwd=workers.ROOT,

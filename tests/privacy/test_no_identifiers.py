@@ -81,7 +81,9 @@ def test_no_identifying_value_is_stored_returned_or_logged(worker, shared_media,
                        ("new", reverse("study-new"))]:
         returned[name] = client.get(path).getvalue()  # the export streams
     for image in images:
-        for route in ("study-image", "study-heatmap"):
+        # MR_small's own pixels (the marked file) are not a brain slice: the gate refuses them, with no heatmap.
+        routes = ("study-image", "study-heatmap") if image.predictions.get().heatmap else ("study-image",)
+        for route in routes:
             returned[f"{route} {image.position}"] = b"".join(
                 client.get(reverse(route, args=[study.pk, image.pk])).streaming_content)
     for image in (images[0], images[2]):

@@ -17,7 +17,8 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
 from diagnosis.models import AuditEvent, Study, StudyImage
-from ml.imaging import read_image
+from ml.files import read_file
+from ml.imaging import read_stored
 from tests.factories import phantom_bytes
 from tests.privacy.conftest import stored_files, submit_and_assess
 from tests.privacy.samples import IDENTIFYING_WORDS, dicom_upload, identifiable_mr, multiframe_mr, to_bytes
@@ -102,9 +103,9 @@ def test_stored_and_served_images_are_rebuilt_from_pixels(media_root, client_a, 
         assert SECRET.encode() not in content and b"PK\x03\x04" not in content
         assert png_chunks(content) == ["IHDR", "IDAT", "IEND"]  # no tEXt, iTXt, zTXt, eXIf, iCCP, nothing after
         with Image.open(io.BytesIO(content)) as decoded:
-            assert decoded.info == {} and decoded.mode == "L"
-    # the stored file is what the model reads: the upload's pixels, to within 8-bit rounding
-    np.testing.assert_allclose(read_image(stored), read_image(data), atol=1 / 255)
+            assert decoded.info == {} and decoded.mode == "I;16"  # stored at 16 bits: full depth for every input
+    # the stored file is what the model reads: exactly the slice the command line reads from the upload
+    np.testing.assert_array_equal(read_stored(stored), read_file(data).slices[0])
     assert list(stored_files(media_root)) == [image.file.name]
 
 
@@ -113,7 +114,7 @@ def test_dicom_through_the_web_form_stores_pixels_and_a_deidentified_copy_only(m
     response = client_a.post(reverse("study-new"), {"patient": patient_a.code, "images": [dicom_upload(original)]})
     assert response.status_code == 302
     image = StudyImage.objects.get()
-    assert image.source_format == "DICOM" and (image.width, image.height) == (64, 64)
+    assert image.source_format == "DICOM" and (image.width, image.height) == (128, 128)
     assert image.acquisition["series_description"] == "AX T1 FLAIR"
     files = stored_files(media_root)
     assert sorted(files) == sorted([image.file.name, image.dicom.name])

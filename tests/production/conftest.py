@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PRODUCTION_SECRET = "production-test-key-" + "k7Qm2xV9pL4sT8wZ1cR6bN3yH5jF0gD" * 2
+PRODUCTION_AUDIT_KEYS = "k1:" + "audit-key-of-the-tests-" * 2
 
 
 def free_port() -> int:
@@ -34,7 +35,8 @@ def clean_env(tmp_path: Path, **variables: str) -> dict:
 
 def production_env(tmp_path: Path, **variables: str) -> dict:
     return clean_env(tmp_path, BRAINSCAN_PRODUCTION="1", DJANGO_SECRET_KEY=PRODUCTION_SECRET,
-                     DJANGO_ALLOWED_HOSTS="brainscan.example.org", **variables)
+                     BRAINSCAN_AUDIT_KEYS=PRODUCTION_AUDIT_KEYS, DJANGO_ALLOWED_HOSTS="brainscan.example.org",
+                     **variables)
 
 
 def manage(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

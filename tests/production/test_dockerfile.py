@@ -110,9 +110,10 @@ def test_collected_static_files_are_readable_by_nginx(tmp_path):
     from django.core.files.base import ContentFile
     from django.core.files.storage import storages
 
-    from tests.production.conftest import PRODUCTION_SECRET, settings_with
+    from tests.production.conftest import PRODUCTION_AUDIT_KEYS, PRODUCTION_SECRET, settings_with
 
     production = settings_with(BRAINSCAN_PRODUCTION="1", DJANGO_SECRET_KEY=PRODUCTION_SECRET,
+                               BRAINSCAN_AUDIT_KEYS=PRODUCTION_AUDIT_KEYS,
                                DJANGO_ALLOWED_HOSTS="brainscan.example.org")["STORAGES"]["staticfiles"]
     assert production["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
     storage = storages.create_storage({**production, "OPTIONS": {**production["OPTIONS"], "location": tmp_path}})

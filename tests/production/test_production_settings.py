@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.production.conftest import PRODUCTION_SECRET, clean_env, manage, production_env
+from tests.production.conftest import PRODUCTION_AUDIT_KEYS, PRODUCTION_SECRET, clean_env, manage, production_env
 
 pytestmark = pytest.mark.no_db
 
@@ -16,9 +16,14 @@ pytestmark = pytest.mark.no_db
     ({"DJANGO_SECRET_KEY": "too-short-" * 3}, "DJANGO_SECRET_KEY must be at least 50 random characters"),
     ({"DJANGO_SECRET_KEY": "django-insecure-" + "x1y2z3w4v5" * 5}, "not a django-insecure- key"),
     ({"DJANGO_SECRET_KEY": "a" * 60}, "DJANGO_SECRET_KEY must be at least 50 random characters"),
-    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET}, "DJANGO_ALLOWED_HOSTS is required in production"),
-    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "DJANGO_ALLOWED_HOSTS": "*"}, "DJANGO_ALLOWED_HOSTS cannot be *"),
-    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "DJANGO_ALLOWED_HOSTS": "a.example", "DJANGO_DEBUG": "1"},
+    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET}, "BRAINSCAN_AUDIT_KEYS is required in production"),
+    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "BRAINSCAN_AUDIT_KEYS": "k1:short"}, "must be at least 32 characters"),
+    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "BRAINSCAN_AUDIT_KEYS": PRODUCTION_AUDIT_KEYS},
+     "DJANGO_ALLOWED_HOSTS is required in production"),
+    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "BRAINSCAN_AUDIT_KEYS": PRODUCTION_AUDIT_KEYS,
+      "DJANGO_ALLOWED_HOSTS": "*"}, "DJANGO_ALLOWED_HOSTS cannot be *"),
+    ({"DJANGO_SECRET_KEY": PRODUCTION_SECRET, "BRAINSCAN_AUDIT_KEYS": PRODUCTION_AUDIT_KEYS,
+      "DJANGO_ALLOWED_HOSTS": "a.example", "DJANGO_DEBUG": "1"},
      "DJANGO_DEBUG cannot be on when BRAINSCAN_PRODUCTION is on"),
 ])
 def test_production_refuses_to_start_without_its_secrets(tmp_path, variables, message):

@@ -25,7 +25,8 @@ def application_sources() -> list:
 
 def test_the_scan_covers_the_apps():
     names = {path.relative_to(ROOT).as_posix() for path in application_sources()}
-    assert {"diagnosis/services/assessment.py", "diagnosis/files.py", "diagnosis/health.py", "brainscan/storage.py"} <= names
+    assert {"diagnosis/services/assessment.py", "diagnosis/files.py", "diagnosis/health.py",
+            "brainscan/storage.py"} <= names
 
 
 def test_no_file_access_bypasses_the_storage_api():

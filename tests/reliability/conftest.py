@@ -26,7 +26,7 @@ FAST_RECOVERY = {
     "BRAINSCAN_SWEEP_SECONDS": "1",
     "BRAINSCAN_STALE_SECONDS": "5",
 }
-SETTLED = (Study.Status.COMPLETED, Study.Status.FAILED)
+SETTLED = (Study.Status.COMPLETED, Study.Status.UNASSESSABLE, Study.Status.FAILED)
 
 
 @dataclass
@@ -86,7 +86,7 @@ def broken_site(site, transactional_db):
 
 
 def settle(study_ids, site: Site, timeout: float = 90) -> list[Study]:
-    """Wait until every study is completed or failed; return them."""
+    """Wait until every study is completed, unassessable or failed; return them."""
     wait_for(lambda: Study.objects.filter(pk__in=study_ids, status__in=SETTLED).count() == len(study_ids), timeout,
              interval=0.3, message=f"{len(study_ids)} studies to settle; logs:\n{site.logs()}")
     return list(Study.objects.filter(pk__in=study_ids))

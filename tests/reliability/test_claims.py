@@ -11,6 +11,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from diagnosis import services
+from diagnosis.inference import get_predictor
 from diagnosis.models import Study
 from tests.factories import StudyFactory
 
@@ -34,7 +35,7 @@ def test_a_redelivered_message_takes_over_its_own_dead_run_until_attempts_run_ou
     assert services.claim([study.pk], services.new_claim_token(DELIVERY), DELIVERY)
     assert Study.objects.get(pk=study.pk).attempts == 3
     # The run that was taken over can no longer store anything.
-    assert not services.store_results(study, second, [])
+    assert not services.finish(study, second, get_predictor())
 
     assert services.claim([study.pk], services.new_claim_token(DELIVERY), DELIVERY) == []
     study.refresh_from_db()
