@@ -25,6 +25,7 @@ ONNX_FILE = "model.onnx"
 GATE_FILE = "gate.onnx"
 CHECKSUMS = "SHA256SUMS"
 ACTIVE = "ACTIVE"
+EXTERNAL_FOLDER = "external-validation"  # leave-one-institution-out fold results, beside the versions
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
