@@ -22,12 +22,11 @@ from diagnosis import selectors as diagnosis_selectors
 from diagnosis.inference import ModelUnavailable, registry, serving_version
 from diagnosis.models import Prediction, Reading, Study
 from ml.features import FEATURE_DESCRIPTIONS
-from ml.registry import ModelVersion, RegistryError
+from ml.registry import EXTERNAL_FOLDER, ModelVersion, RegistryError
 
 log = logging.getLogger(__name__)
 # The folder `train_model --leave-out-institution` writes fold files to, inside the registry (EXTERNAL_FOLDER of
 # diagnosis/management/commands/train_model.py; importing that module would load TensorFlow into the web process).
-EXTERNAL_FOLDER = "external-validation"
 MONTAGE_SIZE = 12
 MONITORING_WINDOWS = (7, 30, 90, 365)
 DEFAULT_WINDOW = 30

@@ -219,24 +219,6 @@ def build_model_report(version: ModelVersion) -> ModelReport:
     return report
 
 
-def train_config_of(card: dict, epochs: int | None):
-    """The card's training recipe as a `TrainConfig`, so the curve retrains exactly the registered network.
-
-    The card's hyperparameters also hold what describes the recipe (loss, optimizer, image size, fingerprint);
-    only the fields of the current TrainConfig are kept, and lists (JSON has no tuples) become tuples.
-    """
-    import dataclasses
-
-    from ml.train import TrainConfig
-
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    values = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in card["hyperparameters"].items() if key in names}
-    if epochs is not None:
-        values["epochs"] = epochs
-    return TrainConfig(**values)
-
-
 def _split_files(dataset, index, roots: list[Path]) -> set[str]:
     """Files named as the card names its test files: the collection's folder, then the path inside it."""
     names = set()
@@ -254,14 +236,14 @@ def build_learning_curve(data_dirs: list[str | Path], version: ModelVersion, *, 
     `data_dirs` are the collections the version was trained on, in the order they were given to `train_model`.
     """
     from ml.learning_curve import FRACTIONS, learning_curve
-    from ml.train import make_split
+    from ml.train import TrainConfig, make_split
 
     started = time.perf_counter()
     roots = [Path(d) for d in data_dirs]
     for root in roots:
         require_both_labels(root)
     card = version.card
-    config = train_config_of(card, epochs)
+    config = TrainConfig.from_card(card, **({} if epochs is None else {"epochs": epochs}))
     try:
         dataset = load_dataset(roots, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
                                progress=progress)

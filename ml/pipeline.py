@@ -442,16 +442,14 @@ def _json_default(value):
 
 
 def complete_version(version: ModelVersion, data_dirs: list[str | Path], *, cache_dir=None, verbose: int = 1,
-                     redo: bool = False) -> ModelVersion:
+                     redo: bool = False, by: str = "manage.py complete_model") -> ModelVersion:
     """Add to a version trained before them the serving steps it lacks (serving_steps), from its own split:
     the data must reproduce the card's test split exactly, or nothing is added. `redo` makes again what an
     earlier run of this step added (after a fix to the step), never what training wrote."""
     from ml.quantize import run
 
     card = version.card
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{key: tuple(value) if isinstance(value, list) else value
-                            for key, value in card["hyperparameters"].items() if key in names})
+    config = TrainConfig.from_card(card)
     experiment = prepare_experiment(data_dirs, config, cache_dir, verbose)
     dataset, split = experiment.dataset, experiment.split
     if [_relative(dataset, i, experiment.roots) for i in split.test] != card["split"]["test_files"]:
@@ -462,4 +460,4 @@ def complete_version(version: ModelVersion, data_dirs: list[str | Path], *, cach
         files, updates = serving_steps(dataset, split, version.onnx_path, Path(tmp), float(card["threshold"]["value"]),
                                        validation_scores)
         return amend(version, files, {key: value for key, value in updates.items() if redo or key not in card},
-                     by="manage.py complete_model", redo=redo)
+                     by=by, redo=redo)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -56,6 +56,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_card(cls, card: dict, **changes) -> "TrainConfig":
+        """The recipe a card records. Its hyperparameters also describe the recipe (image size, fingerprint):
+        only this class's fields are kept, and lists (JSON has no tuples) become tuples."""
+        names = {item.name for item in fields(cls)}
+        values = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in card["hyperparameters"].items() if key in names}
+        return cls(**{**values, **changes})
 
 
 @dataclass

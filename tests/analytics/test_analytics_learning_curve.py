@@ -10,11 +10,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from analytics.models import LearningCurve
-from analytics.services import train_config_of
 from ml.data import load_dataset
 from ml.learning_curve import nested_subsets
 from ml.phantoms import write_phantom_folder
-from ml.train import make_split
+from ml.train import TrainConfig, make_split
 
 TINY = {"epochs": 1, "patience": 1}
 
@@ -40,7 +39,7 @@ def curve_model(registry_copy, tmp_path):
     card_path = settings.MODEL_DIR / name / "card.json"
     card = json.loads(card_path.read_text())
     card["hyperparameters"].update(TINY)
-    config = train_config_of(card, None)
+    config = TrainConfig.from_card(card)
     dataset = load_dataset([data], int(card["hyperparameters"]["image_size"]))
     _, split, _ = make_split(dataset, config)
     card["split"]["test_files"] = [f"{data.name}/{Path(dataset.paths[i]).relative_to(data)}" for i in split.test]

@@ -7,8 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.model import DEFAULT_WIDTHS
-
-EXTERNAL_FOLDER = "external-validation"
+from ml.registry import EXTERNAL_FOLDER
 
 
 def request_report(version) -> None:
