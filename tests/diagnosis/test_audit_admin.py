@@ -146,6 +146,9 @@ def test_seed_demo_is_idempotent_and_uses_the_configured_password(settings, caps
     assert Patient.objects.filter(care_team__username="clinician").count() == 4
     assert Consent.objects.filter(withdrawn_at__isnull=True).count() == 6  # one patient is left without consent
     assert "BRAINSCAN_DEMO_PASSWORD" in capsys.readouterr().out
+    studies = Study.objects.order_by("patient__code")
+    assert [(s.patient.code, s.submitted_by.username, s.images.count()) for s in studies] == [
+        ("P-DEMOA001", "clinician", 1), ("P-DEMOA002", "clinician", 1), ("P-DEMOA003", "clinician", 1)]
 
 
 def test_seed_demo_generates_and_prints_a_password_when_unset(settings, capsys):
@@ -156,25 +159,38 @@ def test_seed_demo_generates_and_prints_a_password_when_unset(settings, capsys):
     assert get_user_model().objects.get(username="clinician").check_password(password)
     call_command("seed_demo")
     assert "kept their passwords" in capsys.readouterr().out
-    assert Study.objects.count() == 0
+    assert Study.objects.count() == 3  # the demo studies, submitted once
 
 
-def test_seed_demo_offers_held_out_real_slices_that_the_served_model_reads_correctly(settings, tmp_path, dataset_dir,
-                                                                                   release_model):
+def _demo_labels(folder: Path) -> dict[str, list]:
+    """What the served model says of each demo image: its label, or None where the gate refuses it."""
     from diagnosis.inference import get_predictor
-    from ml.imaging import read_image
+    from ml.files import read_file
 
+    found = {}
+    for kind in ("tumor", "notumor", "not-a-brain-mri"):
+        paths = sorted((folder / kind).iterdir())
+        found[kind] = [a.label if a.usable else None
+                       for a in get_predictor().assess([read_file(p).slices[0] for p in paths], with_features=False)]
+    return found
+
+
+def test_seed_demo_offers_held_out_real_slices_from_the_test_split(settings, tmp_path, dataset_dir, release_model,
+                                                                   capsys):
     settings.VAR_DIR = tmp_path
     call_command("seed_demo")
-    tumor, no_tumor = sorted((tmp_path / "demo-images" / "tumor").iterdir()), sorted(
-        (tmp_path / "demo-images" / "notumor").iterdir())
-    assert len(tumor) == len(no_tumor) == 3
-    labels = [a.label for a in get_predictor().assess([read_image(p) for p in tumor + no_tumor], with_features=False)]
-    assert labels == ["tumor"] * 3 + ["no_tumor"] * 3
+    assert "held-out test split" in capsys.readouterr().out
+    found = _demo_labels(tmp_path / "demo-images")
+    assert len(found["tumor"]) == len(found["notumor"]) == 3
+    assert found["not-a-brain-mri"] == [None]
+    assert found["tumor"].count("tumor") >= 2 and found["notumor"].count("no_tumor") >= 2
 
 
-def test_seed_demo_falls_back_to_phantoms_and_says_so_without_the_dataset(settings, tmp_path, capsys):
+def test_seed_demo_without_the_dataset_offers_phantoms_the_release_model_reads_correctly(settings, tmp_path, capsys,
+                                                                                         release_model):
     settings.VAR_DIR, settings.DATASET_DIR = tmp_path, str(tmp_path / "no-dataset")
     call_command("seed_demo")
     assert len(list((tmp_path / "demo-images").rglob("phantom-*.png"))) == 6
     assert "synthetic phantoms" in capsys.readouterr().out
+    assert _demo_labels(tmp_path / "demo-images") == {"tumor": ["tumor"] * 3, "notumor": ["no_tumor"] * 3,
+                                                      "not-a-brain-mri": [None]}
