@@ -14,6 +14,7 @@ import argparse
 import io
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -56,14 +57,23 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
 
     predictor = Predictor(version, threads=threads)
     predictor.assess([read_image(pngs[0])])  # warm-up
-    latency, heatmap, features = [], [], []
+    latency, features = [], []
+    stages = {name: [] for name in ("decode", "preprocess", "gate", "inference", "heatmap", "heatmap_png")}
     for i in range(iterations):
         data = pngs[i % len(pngs)]
         started = time.perf_counter()
-        assessment = predictor.assess([read_image(data)], with_features=False)[0]
+        gray = read_image(data)
+        decoded = time.perf_counter()
+        assessment = predictor.assess([gray], with_features=False)[0]
+        assessed = time.perf_counter()
         heatmap_png(assessment.heatmap)
-        latency.append((time.perf_counter() - started) * 1000)
-        heatmap.append(assessment.timings_ms["heatmap"])
+        finished = time.perf_counter()
+        latency.append((finished - started) * 1000)
+        stages["decode"].append((decoded - started) * 1000)
+        stages["heatmap_png"].append((finished - assessed) * 1000)
+        for name in ("preprocess", "gate", "inference", "heatmap"):
+            stages[name].append(assessment.timings_ms[name])
+    heatmap = stages["heatmap"]
     for i in range(min(iterations, 100)):
         gray = read_image(pngs[i % len(pngs)])
         features.append(predictor.assess([gray])[0].timings_ms["features"])
@@ -85,7 +95,34 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
         "heatmap_ms_p50": percentile(heatmap, 50),
         "features_ms_p50": percentile(features, 50), "throughput_ips": throughput[best], "best_batch": best,
         "throughput_by_batch": {str(k): round(v, 1) for k, v in throughput.items()},
+        "stage_ms_p50": {name: percentile(values, 50) for name, values in stages.items()},
+        "served_file": predictor.serving["file"], "served_runtime": predictor.serving["runtime"],
+        "served_precision": predictor.serving["precision"],
+        **int8_figures(version, predictor, iterations, threads),
     }
+
+
+def int8_figures(version, predictor, iterations: int, threads: int) -> dict:
+    """The int8 graph's network time beside fp32's, same run, when the version has one (served or not)."""
+    import onnxruntime
+
+    from ml.quantize import INT8_FILE
+
+    path = version.path / INT8_FILE
+    if not path.is_file():
+        return {}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    int8 = timed_network(lambda batch: session.run(None, {name: batch}), predictor.image_size, 1, iterations)
+    fp32_path = version.path / "model.onnx"
+    fp32_session = onnxruntime.InferenceSession(str(fp32_path), options, providers=["CPUExecutionProvider"])
+    fp32_name = fp32_session.get_inputs()[0].name
+    fp32 = timed_network(lambda batch: fp32_session.run(None, {fp32_name: batch}), predictor.image_size, 1,
+                         iterations)
+    return {"int8_inference_ms_p50": percentile(int8, 50), "fp32_inference_ms_p50": percentile(fp32, 50),
+            "int8_speedup_vs_fp32": percentile(fp32, 50) / percentile(int8, 50)}
 
 
 CHILD_LOAD_AND_RSS = """
@@ -123,11 +160,11 @@ naive = []
 for i in range({naive_iterations}):
     started = time.perf_counter()
     model = keras.models.load_model(path)
-    model.predict(preprocess(read_image(pngs[i % len(pngs)]))[0][np.newaxis], verbose=0)  # [probability, map]
+    model.predict(preprocess(read_image(pngs[i % len(pngs)]), {image_size})[np.newaxis], verbose=0)
     naive.append((time.perf_counter() - started) * 1000)
 
 serving = load_serving_model(path)
-x = np.stack([preprocess(read_image(p))[0] for p in pngs])
+x = np.stack([preprocess(read_image(p), {image_size}) for p in pngs])
 one = x[:1]
 
 def timed(fn, n=100):
@@ -141,9 +178,9 @@ predict_ms = timed(lambda: serving.predict(one, verbose=0), 30)
 compiled = tf.function(lambda batch: serving(batch, training=False), reduce_retracing=True)
 tf_function_ms = timed(lambda: compiled(one))
 
-# Grad-CAM the usual way, on the first network: gradients of its logit with respect to its last feature maps.
-network = serving.get_layer("cell_logits_0")
-last_relu = max((l for l in network.layers if l.name.startswith("relu")), key=lambda l: int(l.name[4:]))
+# Grad-CAM the usual way: gradients of the network's logit with respect to its last encoder feature maps.
+network = serving.get_layer("brainscan_network")
+last_relu = [l for l in network.layers if l.name.endswith("_relu")][-1]
 grad_model = keras.Model(network.input, [last_relu.output, network.output])
 def gradcam():
     with tf.GradientTape() as tape:
@@ -195,6 +232,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--naive-iterations", type=int, default=12)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("BRAINSCAN_INFERENCE_THREADS", "1")))
+    parser.add_argument("--baseline", metavar="VERSION_FOLDER", default=None,
+                        help="another version (an earlier release) whose serving latency is measured in the same run")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
 
@@ -205,8 +244,15 @@ def main() -> None:
     version = registry.get(args.model) if args.model else registry.active()
     pngs = sample_pngs()
     served = serving_figures(version, pngs, args.iterations, args.threads)
+    baseline = {}
+    if args.baseline:
+        folder = Path(args.baseline)
+        other = serving_figures(ModelRegistry(folder.parent).get(folder.name), pngs, args.iterations, args.threads)
+        baseline = {"baseline_version": folder.name, "baseline_latency_ms_p50": other["latency_ms_p50"],
+                    "latency_vs_baseline": served["latency_ms_p50"] / other["latency_ms_p50"]}
     child = run_python(CHILD_LOAD_AND_RSS.format(root=str(registry.root), name=version.name, threads=args.threads))
     tf_side = run_python(CHILD_TENSORFLOW.format(keras_path=str(version.keras_path), threads=args.threads,
+                                                 image_size=int(version.card["hyperparameters"]["image_size"]),
                                                  naive_iterations=args.naive_iterations, batch=BATCH))
     runtimes = {"onnxruntime": served["inference_ms_p50"], "tf.function": tf_side["tf_function_ms_p50"],
                 "keras.predict": tf_side["keras_predict_ms_p50"]}
@@ -223,10 +269,11 @@ def main() -> None:
             served["latency_ms_p50"] - served["heatmap_ms_p50"] + tf_side["gradcam_gradient_ms_p50"]),
         "fastest_fp32_runtime": min(runtimes, key=runtimes.get), "runtime_ms_p50": runtimes,
         f"fastest_fp32_runtime_batch{BATCH}": min(batched, key=batched.get),
-        f"runtime_batch{BATCH}_ms_per_image": batched,
+        f"runtime_batch{BATCH}_ms_per_image": batched, **baseline,
     }
     rows = [
         ("model", version.name, ""),
+        ("served", f"{figures['served_file']} ({figures['served_runtime']}, {figures['served_precision']})", ""),
         ("load_s", figures["load_s"], "fresh process: imports + ONNX session"),
         ("latency_ms_p50", figures["latency_ms_p50"], "decode + preprocess + network + heatmap PNG"),
         ("latency_ms_p95", figures["latency_ms_p95"], ""),
@@ -235,6 +282,7 @@ def main() -> None:
                                                        "of the latency"),
         ("gradcam_gradient_ms_p50", figures["gradcam_gradient_ms_p50"],
          f"Grad-CAM by gradients in TF: would be {figures['heatmap_share_gradcam_gradient']:.0%} of the latency"),
+        *[(f"stage {name}", value, "median ms of one slice") for name, value in figures["stage_ms_p50"].items()],
         ("features_ms_p50", figures["features_ms_p50"], "13 texture features (beside the latency)"),
         ("throughput_ips", figures["throughput_ips"], f"at batch {figures['best_batch']}"),
         ("rss_mb", figures["rss_mb"], "peak RSS of a serving process"),
@@ -245,6 +293,13 @@ def main() -> None:
         *[(f"runtime {name}", value, f"network only, per image at batch {BATCH}") for name, value in batched.items()],
         (f"fastest_fp32_runtime_batch{BATCH}", figures[f"fastest_fp32_runtime_batch{BATCH}"], ""),
     ]
+    if baseline:
+        rows += [("baseline_latency_ms_p50", baseline["baseline_latency_ms_p50"], baseline["baseline_version"]),
+                 ("latency_vs_baseline", baseline["latency_vs_baseline"], "this version / the baseline, same run")]
+    if "int8_inference_ms_p50" in figures:
+        rows += [("int8_inference_ms_p50", figures["int8_inference_ms_p50"], "the int8 graph, network only"),
+                 ("fp32_inference_ms_p50", figures["fp32_inference_ms_p50"], "the fp32 graph, same run"),
+                 ("int8_speedup_vs_fp32", figures["int8_speedup_vs_fp32"], "")]
     if "litert_int8_ms_p50" in figures:
         rows.append(("litert_int8_ms_p50", figures["litert_int8_ms_p50"],
                      f"dynamic-range int8; max probability difference {figures['litert_int8_max_difference']:.2e}"))
