@@ -71,3 +71,27 @@ def test_a_study_that_keeps_killing_its_worker_ends_failed_with_a_reason(broken_
     [study] = settle([study_id], broken_site, timeout=60)
     assert study.status == Study.Status.FAILED and study.error_code == "attempts_exhausted"
     assert "did not finish after 3 attempts" in study.error
+
+
+def test_killing_the_worker_half_way_through_a_series_assesses_each_slice_once(broken_site):
+    """Chunks already stored stay; the redelivered run assesses only the slices still pending."""
+    from diagnosis.models import Prediction
+    from tests.privacy.samples import series_files
+
+    slices = 120
+    worker = broken_site.worker("crash-series", BRAINSCAN_INFERENCE_CHUNK="4")
+    client, patient = broken_site.clinician()
+    files = [(f"IM{n:04d}", data) for n, (_, data) in enumerate(series_files(slices, size=128))]
+    study_id = client.submit(patient, files)
+    stored = wait_for(lambda: Prediction.objects.filter(image__study_id=study_id).count() or None, 60,
+                      interval=0.02, message=f"the first chunk to be stored; logs:\n{broken_site.logs()}")
+    [child] = worker.pool_pids()
+    os.kill(child, signal.SIGKILL)
+    assert stored < slices, "the series finished before the kill landed"
+
+    [study] = settle([study_id], broken_site, timeout=120)
+    assert study.status == Study.Status.COMPLETED, (study.status, study.error)
+    predictions = Prediction.objects.filter(image__study=study)
+    assert predictions.count() == slices
+    assert predictions.values("image").distinct().count() == slices
+    assert study.attempts == 2
