@@ -79,13 +79,15 @@ def threshold_and_calibration(card: Mapping) -> str:
 
 
 def localization(card: Mapping) -> str:
-    located = card["localization"]["test"]
+    located = (card.get("localization") or {}).get("test") or {}
+    if not located.get("n"):
+        return "The card records no tumor slices with a mask on the test split."
     cells = located.get("cells_above_half") or {}
     rows = [["Tumor slices with a mask (test)", f"{located['n']} ({located.get('patients', '—')} patients)"],
             ["Pointing game [95% CI]", _with_ci({"ci95": {"p": located.get("pointing_game_ci95")},
                                                  "p": located.get("pointing_game")}, "p")],
             ["Share of the evidence on the lesion (mean / median)",
-             f"{located['mass_in_mask_mean']:.3f} / {located['mass_in_mask_median']:.3f}"]]
+             f"{_number(located.get('mass_in_mask_mean'))} / {_number(located.get('mass_in_mask_median'))}"]]
     rows += [[f"Map cells above 0.5, {name.replace('_', ' ')} slices", f"{share:.3f}"]
              for name, share in cells.items() if isinstance(share, (int, float))]
     return _table(["Where the evidence lies", ""], rows)
@@ -130,9 +132,9 @@ def serving(card: Mapping) -> str:
                  ["Largest probability difference", f"{parity['max_probability_difference']:.4f}"]]
     series = card.get("series")
     if series:
-        auc = series["auc_by_window"][str(series["window"])]
-        rows.append(["Series rule: window (chosen on validation volumes)",
-                     f"{series['window']} slices (validation AUC {auc:.3f})"])
+        auc = series["auc_by_window"].get(str(series["window"]))
+        rows.append([f"Series rule: window ({series['chosen_on']})",
+                     f"{series['window']} slices" + (f" (validation AUC {auc:.3f})" if auc is not None else "")])
     return _table(["Serving", ""], rows)
 
 

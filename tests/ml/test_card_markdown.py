@@ -25,6 +25,8 @@ def test_every_table_row_has_the_header_width(tiny_model):
     card = dict(version.card)
     text = card_markdown.figures_markdown(card, Path("/nonexistent"))
     assert "No external validation fold of this recipe has finished yet." in text
-    for table in text.split("###")[1:]:
-        rows = [line for line in table.splitlines() if line.startswith("|")]
-        assert len({row.count("|") for row in rows}) == 1, table
+    assert "The card records no tumor slices with a mask on the test split." in text  # phantoms have no masks
+    tables = [[line for line in section.splitlines() if line.startswith("|")] for section in text.split("###")[1:]]
+    assert sum(bool(rows) for rows in tables) >= 6
+    for rows in tables:
+        assert len({row.count("|") for row in rows}) <= 1, rows
