@@ -109,7 +109,7 @@ def test_predict_json_one_object_per_image_with_the_gates_verdict(served, tmp_pa
 def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys):
     registry = tmp_path / "registry"
     call_command("train_model", "--phantoms", "30", "--epochs", "1", "--variants", "1", "--widths", "4,4,8,8",
-                 "--registry", str(registry), "--no-activate")
+                 "--gate-epochs", "1", "--gate-negatives-per-kind", "8", "--registry", str(registry), "--no-activate")
     out = capsys.readouterr().out
     assert "Registered phantom-" in out and "test, phantoms: AUC" in out
     versions = [p for p in registry.iterdir() if p.is_dir()]

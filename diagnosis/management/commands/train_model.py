@@ -42,6 +42,11 @@ class Command(BaseCommand):
         parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                             help="Filters of the stem and of each encoder block, comma-separated")
         parser.add_argument("--patience", type=int, default=8, help="Early-stopping patience in epochs")
+        parser.add_argument("--gate-epochs", type=int, default=None,
+                            help="Epochs of the quality gate's learned check (default: the recipe's)")
+        parser.add_argument("--gate-negatives-per-kind", type=int, default=None,
+                            help="Made negatives per kind the gate learns from: documents, textures, ... "
+                                 "(default: the recipe's)")
         parser.add_argument("--leave-out-institution", metavar="CODE",
                             help="Run the external validation fold that holds this institution out (e.g. CS)")
         parser.add_argument("--external-dir", type=Path, default=None,
@@ -60,10 +65,11 @@ class Command(BaseCommand):
             raise CommandError("--widths takes comma-separated integers, e.g. 24,32,48,96,192") from None
         if len(widths) < 4:
             raise CommandError("--widths needs a stem and at least three blocks")
-        if options["epochs"] < 1 or options["variants"] < 1:
-            raise CommandError("--epochs and --variants must be at least 1")
+        gate = {key: options[key] for key in ("gate_epochs", "gate_negatives_per_kind") if options[key] is not None}
+        if min(options["epochs"], options["variants"], *gate.values()) < 1:
+            raise CommandError("--epochs, --variants, --gate-epochs and --gate-negatives-per-kind must be at least 1")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
-                             variants=options["variants"], widths=widths, patience=options["patience"])
+                             variants=options["variants"], widths=widths, patience=options["patience"], **gate)
         registry = options["registry"] or settings.MODEL_DIR
         external_dir = options["external_dir"] or Path(registry) / EXTERNAL_FOLDER
         cache = settings.VAR_DIR / "cache"
