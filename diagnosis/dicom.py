@@ -1,7 +1,7 @@
 """Read an uploaded DICOM file: its frames as grayscale slices, a de-identified copy, acquisition facts.
 
-The upload stays in memory. What is stored later is the de-identified copy (diagnosis.deidentify)
-and one PNG per frame; the original bytes are never written anywhere.
+The upload is read from its encrypted temporary file (diagnosis.upload_handlers). What is stored later is the
+de-identified copy (diagnosis.deidentify) and one PNG per frame; the original bytes are never written anywhere.
 """
 
 from __future__ import annotations

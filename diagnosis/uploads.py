@@ -26,7 +26,8 @@ from django.core.files.uploadedfile import UploadedFile
 from diagnosis.deidentify import StudyKey
 from diagnosis.dicom import read_dicom
 from ml.dicom import is_dicom
-from ml.imaging import PixelBudget, UnreadableImage, encode_png, read_image
+from ml.gate import PHOTOGRAPH
+from ml.imaging import PixelBudget, UnreadableImage, decode_image, encode_png
 from ml.volumes import ZIP_MAGIC, SeriesRefused, SliceGeometry, is_nifti, nifti_slices, slice_order, zip_members
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -227,7 +228,9 @@ def decode_bytes(data: bytes, name: str, study_key: StudyKey, limits) -> list[Sl
     if kind is None:
         raise UnsupportedType("The file is not a JPEG, PNG, DICOM, NIfTI or .zip file (its content does not match "
                               "any supported format, whatever its name says).")
-    return [stored_slice(read_image(data, limits), kind, name)]
+    gray, colour = decode_image(data, limits)
+    # The worker's gate refuses a colour picture; the stored slice is gray, so the fact travels with it.
+    return [stored_slice(gray, kind, name, acquisition={"modality": PHOTOGRAPH} if colour else {})]
 
 
 def decode_upload(upload: UploadedFile, study_key: StudyKey | None = None, limits=None) -> list[Slice]:

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ml import dicom
-from ml.imaging import DEFAULT_LIMITS, Limits, UnreadableImage, as_stored, read_image
+from ml.gate import PHOTOGRAPH
+from ml.imaging import DEFAULT_LIMITS, Limits, UnreadableImage, as_stored, decode_image
 
 
 @dataclass(frozen=True)
 class ImageFile:
     slices: list[np.ndarray]  # as stored: what the worker assesses
-    modality: str = ""  # a DICOM file's Modality, for the quality gate ("" for JPEG and PNG)
+    modality: str = ""  # a DICOM file's Modality, for the quality gate; for JPEG and PNG, PHOTOGRAPH or ""
 
 
 def read_file(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> ImageFile:
@@ -29,6 +30,7 @@ def read_file(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> Im
     except OSError as error:
         raise UnreadableImage(f"The file cannot be read ({error.strerror or error}).") from None
     if not dicom.is_dicom(data[:dicom.DICM_OFFSET + len(dicom.DICM_MAGIC)]):
-        return ImageFile([as_stored(read_image(data, limits))])
+        gray, colour = decode_image(data, limits)
+        return ImageFile([as_stored(gray)], PHOTOGRAPH if colour else "")
     ds, frames = dicom.read(data, limits)
     return ImageFile([as_stored(frame) for frame in frames], str(ds.get("Modality", "") or ""))

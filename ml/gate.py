@@ -2,7 +2,7 @@
 
 Checked in order, the first failure being the reason given:
 
-1. the DICOM header, when there is one: the modality must be MR;
+1. the DICOM header, when there is one: the modality must be MR; a JPEG or PNG in colour is refused;
 2. the image's size: at least MIN_ASSESSABLE_SIDE pixels on its shorter side;
 3. statistics on the preprocess's head mask: an empty or uniform image, noise (neighbouring pixels
    as different as random ones), too little head;
@@ -24,6 +24,9 @@ import numpy as np
 from ml.preprocess import Prepared, resize
 
 GATE_SIZE = 64
+# The modality given to a JPEG or PNG in colour (ml.imaging.COLOUR_SPREAD): DICOM's code for external-camera
+# photography. MRI slices are gray.
+PHOTOGRAPH = "XC"
 MIN_ASSESSABLE_SIDE = 64
 UNIFORM_STD = 0.01
 MIN_HEAD_SHARE = 0.03
@@ -44,6 +47,8 @@ class Decision:
 OK = Decision(True)
 MESSAGES = {
     "not_mr": "The DICOM file's modality is {modality}, not MR: BrainScan assesses brain MRI only.",
+    "colour": "The image is in colour; an MRI slice is gray (it may be a photograph, or a screenshot with "
+              "coloured marks).",
     "too_small": "The image is only {width} x {height} pixels; at least {side} x {side} is needed to assess it.",
     "empty": "The image is empty or uniform: there is no head in it.",
     "noise": "The image looks like noise, not like an MRI slice.",
@@ -69,6 +74,8 @@ def roughness(values: np.ndarray, mask: np.ndarray) -> float:
 
 def check_statistics(prepared: Prepared, shape: tuple[int, int], modality: str = "") -> Decision:
     """Rules 1-3 of the module docstring."""
+    if modality == PHOTOGRAPH:
+        return refuse("colour")
     if modality and modality.strip().upper() != "MR":
         return refuse("not_mr", modality=modality.strip().upper())
     height, width = shape

@@ -90,7 +90,12 @@ DEFAULT_LIMITS = Limits()
 
 
 def read_image(source: bytes | str | Path | BinaryIO, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """A JPEG or PNG upload as a 2-D float32 array in [0, 1], at most SLICE_SIDE on its longest side.
+    """A JPEG or PNG upload as a 2-D float32 array in [0, 1], at most SLICE_SIDE on its longest side."""
+    return decode_image(source, limits)[0]
+
+
+def decode_image(source: bytes | str | Path | BinaryIO, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, bool]:
+    """(the slice as read_image returns it, whether the picture is in colour).
 
     Accepts any mode (L, RGB, RGBA, P, LA, I;16, I, F). Colour becomes luminance; transparency is
     composited over black, the background of an MRI slice; the EXIF orientation is applied;
@@ -108,7 +113,8 @@ def read_image(source: bytes | str | Path | BinaryIO, limits: Limits = DEFAULT_L
                 if image.format == "JPEG":  # let libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale
                     image.draft(image.mode, (SLICE_SIDE, SLICE_SIDE))
                 image.load()
-                return downsize(to_grayscale(ImageOps.exif_transpose(shrink(image))))
+                image = ImageOps.exif_transpose(shrink(image))
+                return downsize(to_grayscale(image)), colour_spread(image) > COLOUR_SPREAD
     except UnreadableImage:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -138,10 +144,26 @@ def shrink_array(pixels: np.ndarray) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
+# MRI slices are gray, even when saved as RGB: at most 0.0072 over the 6,419 slices of brain-mri (0 on tcga-lgg);
+# photographs from 0.055 (scikit-image's rocket) to 0.18 (its retina).
+COLOUR_SPREAD = 0.03
+
+
 def check_header(image: Image.Image, limits: Limits) -> None:
     width, height = image.size
     samples = len(image.getbands())
     limits.check(width, height, samples, BYTES_PER_SAMPLE.get(image.mode, 4))
+
+
+def colour_spread(image: Image.Image) -> float:
+    """Mean distance of a pixel's channels from their mean, on a 64-pixel thumbnail: 0 for a gray picture,
+    whatever its mode."""
+    if image.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((64, 64))
+    rgb = np.asarray(small, dtype=np.float32) / 255.0
+    return float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:

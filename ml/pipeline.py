@@ -31,6 +31,7 @@ from ml.export import export_onnx
 from ml.feature_model import feature_probability, fit_feature_model
 from ml.features import FEATURE_NAMES, feature_matrix
 from ml.gate import MIN_ASSESSABLE_SIDE, MIN_HEAD_SHARE, NOISE_ROUGHNESS, UNIFORM_STD, gate_input
+from ml.imaging import COLOUR_SPREAD
 from ml.gate_training import GateFit, fit_gate
 from ml.preprocess import IMAGE_SIZE
 from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
@@ -199,6 +200,7 @@ def _gate_card(gate: GateFit, difference: float, dataset: Dataset, split: Split)
     return {
         "file": GATE_FILE, "threshold": gate.threshold, "onnx_max_probability_difference": difference,
         "rules": {"modality": "a DICOM file's Modality must be MR",
+                  "colour": f"a JPEG or PNG must be gray (colour spread at most {COLOUR_SPREAD})",
                   "too_small": f"shorter side at least {MIN_ASSESSABLE_SIDE} pixels",
                   "empty": f"standard deviation at least {UNIFORM_STD}, and a head found",
                   "noise": f"neighbour roughness at most {NOISE_ROUGHNESS}",

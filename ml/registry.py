@@ -3,6 +3,7 @@
     <root>/<version>/model.keras   the trained classifier (for evaluation and further training)
     <root>/<version>/model.onnx    the serving graph: probability and evidence map
     <root>/<version>/gate.onnx     the quality gate's learned check (ml.gate)
+    <root>/<version>/model.int8.onnx  the int8 serving graph (ml.quantize), served only if it kept parity
     <root>/<version>/card.json     the model card
     <root>/<version>/SHA256SUMS    sha256 of every file above, the card included
     <root>/ACTIVE                  the version the application serves

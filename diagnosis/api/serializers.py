@@ -258,8 +258,8 @@ class QualitySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Prediction.Quality.choices,
                                      help_text="ok: assessed; rejected: cannot be assessed (no label, probability "
                                                "or heatmap is given).")
-    code = serializers.CharField(help_text="Why it was rejected: not_mr, too_small, empty, noise, too_little_head, "
-                                           "not_brain_mri; empty when ok.")
+    code = serializers.CharField(help_text="Why it was rejected: not_mr, colour, too_small, empty, noise, "
+                                           "too_little_head, not_brain_mri; empty when ok.")
     message = serializers.CharField(help_text="The reason in plain words, for a clinician; empty when ok.")
 
 

@@ -37,7 +37,7 @@ def figure(value) -> str:
     return f"{value:.4g}" if value == 0 or 1e-4 <= abs(value) < 1e6 else f"{value:.3e}"
 
 
-QUALITY_REASONS = {"not_mr": "Not an MR image (DICOM modality)", "too_small": "Too small",
+QUALITY_REASONS = {"not_mr": "Not an MR image (DICOM modality)", "colour": "In colour", "too_small": "Too small",
                    "empty": "Empty or uniform", "noise": "Noise", "too_little_head": "Too little of a head",
                    "not_brain_mri": "Not a brain MRI slice"}
 

@@ -166,3 +166,24 @@ def test_activating_another_version_reaches_a_running_worker_at_its_next_study(r
     registry_copy.registry().activate(second)
     services.assess_study(str(study.pk))
     assert set(Prediction.objects.filter(image__study=study).values_list("model_version", flat=True)) == {second}
+
+
+@pytest.mark.usefixtures("isolated_media")
+def test_a_colour_photograph_is_stored_gray_but_refused_by_the_gate_for_its_colour(clinician_a, patient_a):
+    import io
+
+    import skimage.data
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.chelsea()).save(buffer, "JPEG", quality=90)
+    study = services.submit_study(user=clinician_a, patient=patient_a,
+                                  uploads=[SimpleUploadedFile("cat.jpg", buffer.getvalue(), "image/jpeg")]).study
+    [image] = study.images.all()
+    assert image.acquisition == {"modality": "XC"}
+    services.assess_study(str(study.pk))
+    study.refresh_from_db()
+    [prediction] = Prediction.objects.filter(image=image)
+    assert study.status == Study.Status.UNASSESSABLE
+    assert not prediction.usable and prediction.quality_summary["code"] == "colour"

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import skimage.data
 from django.core.management import CommandError, call_command
 from PIL import Image
 
@@ -91,19 +92,23 @@ def test_predict_json_one_object_per_image_with_the_gates_verdict(served, tmp_pa
              "ct.dcm": dicom_phantom(4, True, "CT")}
     black = tmp_path / "black.png"
     Image.new("L", (224, 224)).save(black)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(skimage.data.coffee()).save(photo)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    call_command("predict", "--json", *(str(tmp_path / name) for name in files), str(black))
+    call_command("predict", "--json", *(str(tmp_path / name) for name in files), str(black), str(photo))
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [line["file"].rsplit("/", 1)[-1] for line in lines] == ["scan.png", "mr.dcm", "ct.dcm", "black.png"]
+    assert [line["file"].rsplit("/", 1)[-1] for line in lines] == ["scan.png", "mr.dcm", "ct.dcm", "black.png",
+                                                                   "photo.jpg"]
     for line in lines:
         assert set(line) == {"file", "usable", "reason", "probability", "label", "model_version"}
         assert line["model_version"] == served.name
-    scan, mr, ct, blank = lines
+    scan, mr, ct, blank, colour = lines
     assert scan["usable"] and scan["reason"] is None and 0 <= scan["probability"] <= 1 and scan["label"]
     assert mr["usable"], mr
     assert not ct["usable"] and "CT" in ct["reason"] and ct["probability"] is None and ct["label"] is None
     assert not blank["usable"] and "empty" in blank["reason"]
+    assert not colour["usable"] and "in colour" in colour["reason"] and colour["label"] is None
 
 
 def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys):

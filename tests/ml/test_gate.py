@@ -22,6 +22,7 @@ def test_a_brain_slice_passes_the_rules():
 
 @pytest.mark.parametrize("image,modality,code", [
     (make_phantom(1, True), "CT", "not_mr"),
+    (make_phantom(1, True), gate.PHOTOGRAPH, "colour"),
     (make_phantom(1, True)[:40, :200], "", "too_small"),
     (np.zeros((224, 224), np.float32), "", "empty"),
     (np.ones((224, 224), np.float32), "", "empty"),
@@ -67,3 +68,26 @@ def test_every_image_keeps_its_probability_but_a_refused_one_no_label_for_clinic
     assert not refused.usable and refused.quality.code == "empty"
     assert 0 <= refused.probability <= 1  # kept for evaluation: a gate must not hide misses
     assert refused.features == {}  # nothing else is computed for an image nobody will see assessed
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_colour_picture_is_read_as_a_photograph_and_a_gray_one_saved_as_rgb_is_not():
+    import skimage.data
+
+    from ml.files import read_file
+
+    slice_rgb = np.repeat(np.rint(make_phantom(5, True) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    assert read_file(_jpeg(slice_rgb)).modality == ""  # brain-mri's JPEGs are gray slices saved as RGB
+    for photograph in (skimage.data.chelsea(), skimage.data.rocket()):
+        image = read_file(_jpeg(photograph))
+        assert image.modality == gate.PHOTOGRAPH
+        assert decide(image.slices[0], image.modality).code == "colour"
