@@ -61,7 +61,7 @@ test-fast: $(DEV_STAMP)
 
 ## The documentation site (MkDocs Material) into site/; warnings are errors.
 docs: $(DEV_STAMP)
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 test-postgres: $(DEV_STAMP)
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
