@@ -31,8 +31,8 @@ from ml.export import export_onnx
 from ml.feature_model import feature_probability, fit_feature_model
 from ml.features import FEATURE_NAMES, feature_matrix
 from ml.gate import MIN_ASSESSABLE_SIDE, MIN_HEAD_SHARE, NOISE_ROUGHNESS, UNIFORM_STD, gate_input
-from ml.imaging import COLOUR_SPREAD
 from ml.gate_training import GateFit, fit_gate
+from ml.imaging import COLOUR_SPREAD
 from ml.preprocess import IMAGE_SIZE
 from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
 from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend
