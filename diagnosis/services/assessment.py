@@ -78,6 +78,17 @@ def claim(study_ids: list, token: str, delivery: str = "") -> list[Study]:
     return list(Study.objects.filter(pk__in=study_ids, claim=token).select_related("patient"))
 
 
+def _claim_and_record(study_ids: list, token: str, delivery: str) -> list[Study]:
+    """Claim, and audit each claim as a started prediction in the same transaction: a run killed right after
+    its claim still leaves its "started" event."""
+    with transaction.atomic():
+        claimed = claim(study_ids, token, delivery)
+        for study in claimed:
+            audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
+                         details={"attempt": study.attempts})
+    return claimed
+
+
 def assess_study(study_id: str, delivery: str = "") -> str:
     """Claim the study (and other waiting studies, to predict them in one batch) and assess them.
 
@@ -89,15 +100,12 @@ def assess_study(study_id: str, delivery: str = "") -> str:
     Returns what happened, for the worker's log. Safe to call any number of times per study.
     """
     token = new_claim_token(delivery)
-    primary = claim([study_id], token, delivery)
+    primary = _claim_and_record([study_id], token, delivery)
     if not primary:
         return "skipped: completed, failed, cancelled or held by another delivery"
     others = list(Study.objects.filter(claimable(timezone.now(), delivery), series=False).exclude(pk=study_id)
                   .order_by("created_at").values_list("pk", flat=True)[: settings.INFERENCE_BATCH - 1])
-    claimed = primary + (claim(others, token, delivery) if others and not primary[0].series else [])
-    for study in claimed:
-        audit.record(Action.PREDICTION_STARTED, obj=study, patient_code=study.patient.code, via="worker",
-                     details={"attempt": study.attempts})
+    claimed = primary + (_claim_and_record(others, token, delivery) if others and not primary[0].series else [])
     if settings.TEST_PAUSE_AFTER_CLAIM_SECONDS:  # test only: lets a crash test kill a run that holds a claim
         time.sleep(settings.TEST_PAUSE_AFTER_CLAIM_SECONDS)
     try:
