@@ -60,7 +60,9 @@ def test_the_sweeper_runs_while_inference_is_flooded(default_worker):
     requeue_stale_task.delay()
     wait_for(lambda: AuditEvent.objects.filter(action=AuditEvent.Action.STUDY_REQUEUED, object_id=str(stale.pk))
              .exists(), timeout=30, message=f"the sweeper to run; worker log:\n{default_worker.log()[-2000:]}")
-    assert waiting("inference") >= flood + 1  # the flood and the re-sent study wait; none was taken
+    # The flood and the re-sent study wait, none taken. The sweeper sends after its commit, so the message may
+    # follow the audit event by a moment.
+    wait_for(lambda: waiting("inference") >= flood + 1, timeout=10, message="the re-sent study to be queued")
     assert Study.objects.get(pk=stale.pk).status == Study.Status.QUEUED
     # Only inference workers report to /healthz, so a default worker cannot hide a missing inference one.
     assert not WorkerHeartbeat.objects.filter(hostname__startswith="default-only@").exists()
