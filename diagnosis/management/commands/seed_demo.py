@@ -29,7 +29,8 @@ CLEAN_COLLECTION = "brain-mri"  # its class folders name each file's label
 # it does not (sensitivity 0.90, specificity 0.42): they show the workflow, not the model's accuracy.
 DEMO_PHANTOM_SEEDS = {"tumor": (5, 6, 7), "notumor": (23, 39, 7)}
 NOT_BRAIN_MRI = "not-a-brain-mri"  # a photograph (scikit-image's astronaut, public domain): the gate refuses it
-# One demo study per example, submitted for the clinician so that a fresh `make run` shows each kind of result.
+# The patient of each kind of demo image; each image is submitted as a study for the clinician, so that a fresh
+# `make run` shows each kind of result.
 DEMO_STUDIES = (("tumor", "P-DEMOA001"), ("notumor", "P-DEMOA002"), (NOT_BRAIN_MRI, "P-DEMOA003"))
 
 
@@ -78,15 +79,18 @@ def write_demo_images(target: Path) -> tuple[Path, str]:
 
 
 def submit_demo_studies(images: Path, clinician) -> int:
-    """One study per example for the clinician, once (an idempotency key per example); returns how many are new."""
+    """One study per demo image for the clinician, once each (an idempotency key per image); returns how many
+    are new. Every image gets its own study, so the worklist shows what the model says of each, misses and
+    false alarms included."""
     created = 0
     for folder, code in DEMO_STUDIES:
-        first = sorted((images / folder).iterdir())[0]
-        upload = SimpleUploadedFile(first.name, first.read_bytes(),
-                                    "image/jpeg" if first.suffix == ".jpg" else "image/png")
-        submission = services.submit_study(user=clinician, patient=Patient.objects.get(code=code), uploads=[upload],
-                                           via="command", idempotency_key=f"demo-{folder}")
-        created += submission.created
+        for path in sorted((images / folder).iterdir()):
+            upload = SimpleUploadedFile(path.name, path.read_bytes(),
+                                        "image/jpeg" if path.suffix == ".jpg" else "image/png")
+            submission = services.submit_study(user=clinician, patient=Patient.objects.get(code=code),
+                                               uploads=[upload], via="command",
+                                               idempotency_key=f"demo-{folder}-{path.name}"[:64])
+            created += submission.created
     return created
 
 
@@ -121,8 +125,9 @@ class Command(BaseCommand):
             self.stdout.write("Their password is the value of BRAINSCAN_DEMO_PASSWORD.")
         self.stdout.write(f"Sample images to try the upload with, in {images}: {description}.")
         if new_studies:
-            self.stdout.write(f"{new_studies} demo studies submitted for clinician (a tumor, a no-tumor slice and a "
-                              "photograph the quality gate refuses); the worker assesses them when it starts.")
+            self.stdout.write(f"{new_studies} demo studies submitted for clinician (one per sample image: tumor, no "
+                              "tumor, and a photograph the quality gate refuses); the worker assesses them when it "
+                              "starts.")
 
     def _user(self, User, username, password, *, staff, reset):
         user, created = User.objects.get_or_create(username=username, defaults={"is_staff": staff,
