@@ -133,15 +133,22 @@ class ConsentAdmin(admin.ModelAdmin):
         self.message_user(request, f"Withdrawn; {cancelled} waiting study(ies) cancelled.")
 
 
-class StudyImageInline(admin.TabularInline):
-    model = StudyImage
-    fields = ["position", "source_format", "width", "height", "sha256"]
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent, never added, changed or deleted there (set `fields`)."""
+
     extra = 0
     can_delete = False
 
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class StudyImageInline(ReadOnlyInline):
+    model = StudyImage
+    fields = ["position", "source_format", "width", "height", "sha256"]
 
 
 @admin.register(Study)

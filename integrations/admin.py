@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from diagnosis.admin import ReadOnlyInline
 from integrations import selectors, services
 from integrations.models import EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint, all_events
 
@@ -81,15 +82,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
-class WebhookAttemptInline(admin.TabularInline):
+class WebhookAttemptInline(ReadOnlyInline):
     model = WebhookAttempt
     fields = ["at", "status_code", "duration_ms", "error", "response_body"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WebhookDelivery)

@@ -1,39 +1,10 @@
-"""API fixtures: token clients for the personas, and a study assessed by the real model in-process."""
+"""API fixtures: a study assessed by the served model in-process (token clients are in tests/conftest.py)."""
 
 
 import pytest
-from django.core.cache import cache
 
-from tests.api.helpers import assess, token_client
+from tests.api.helpers import api_a, api_admin, api_anonymous, api_b, assess, fresh_throttles  # noqa: F401
 from tests.factories import StudyFactory
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    """Request counts live in the cache; each test starts with none."""
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def api_a(clinician_a):
-    return token_client(clinician_a)
-
-
-@pytest.fixture
-def api_b(clinician_b):
-    return token_client(clinician_b)
-
-
-@pytest.fixture
-def api_admin(admin_user):
-    return token_client(admin_user)
-
-
-@pytest.fixture
-def api_anonymous():
-    return token_client(None)
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
-"""Helpers for the API tests: token clients, in-process assessment, uploads and the error shape."""
+"""Helpers for the API tests: token clients (and their fixtures, imported by the conftests of the folders that
+call the API), in-process assessment, uploads and the error shape."""
 
 from __future__ import annotations
 
+import pytest
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
@@ -17,6 +20,34 @@ def token_client(user) -> APIClient:
         secret, _ = tokens.issue(user=user, request=None)
         client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    """Request counts live in the cache; each test starts with none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_a(clinician_a):
+    return token_client(clinician_a)
+
+
+@pytest.fixture
+def api_b(clinician_b):
+    return token_client(clinician_b)
+
+
+@pytest.fixture
+def api_admin(admin_user):
+    return token_client(admin_user)
+
+
+@pytest.fixture
+def api_anonymous():
+    return token_client(None)
 
 
 def assess(study: Study) -> Study:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.core.cache import cache
 from django.db import transaction
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -19,7 +18,7 @@ from brainscan.celery import app
 from diagnosis import events
 from diagnosis.models import Prediction, Study
 from diagnosis.services.transitions import move
-from tests.api.helpers import token_client
+from tests.api.helpers import api_a, api_anonymous, api_b, fresh_throttles  # noqa: F401
 
 VERSION, SHA = "cnn-test-1", "ab" * 32
 
@@ -106,32 +105,12 @@ def eager_tasks():
     app.conf.task_always_eager, app.conf.task_eager_propagates = before
 
 
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 @pytest.fixture
 def allow_local(settings):
     settings.WEBHOOK_ALLOW = ["127.0.0.1"]
     return settings
 
 
-@pytest.fixture
-def api_a(clinician_a):
-    return token_client(clinician_a)
-
-
-@pytest.fixture
-def api_b(clinician_b):
-    return token_client(clinician_b)
-
-
-@pytest.fixture
-def api_anonymous():
-    return token_client(None)
 
 
 def predict(image, probability: float | None = 0.9, *, rejected: bool = False, threshold: float = 0.6,
