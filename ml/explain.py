@@ -21,6 +21,8 @@ _ANCHORS = np.array([[255, 255, 178], [254, 204, 92], [253, 141, 60], [240, 59, 
 _LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c])
                  for c in range(3)], axis=1).astype(np.uint8)
 MAX_ALPHA = 0.85
+# Opacity of each palette entry: grows like the square root of the evidence, so faint evidence still shows.
+_ALPHA = np.rint(np.sqrt(np.linspace(0, 1, 256)) * MAX_ALPHA * 255).astype(np.uint8)
 POINTING_TOLERANCE_PX = 8  # the pointing game's allowance around the lesion, in the image's own pixels
 
 
@@ -40,13 +42,16 @@ def over_head(evidence: np.ndarray, prepared: Prepared) -> np.ndarray:
 
 
 def heatmap_png(heat: np.ndarray) -> bytes:
-    """An RGBA PNG whose colour and opacity grow with the evidence; laid over the scan by the page."""
+    """A PNG whose colour and opacity grow with the evidence; laid over the scan by the page.
+
+    A palette image (one byte per pixel, with a transparency entry per colour) rather than RGBA: it
+    encodes in a quarter of the time and size, and the browser shows the same pixels.
+    """
     index = np.clip(np.rint(heat * 255), 0, 255).astype(np.uint8)
-    rgba = np.empty(heat.shape + (4,), np.uint8)
-    rgba[..., :3] = _LUT[index]
-    rgba[..., 3] = np.rint(np.sqrt(heat) * MAX_ALPHA * 255).astype(np.uint8)
+    image = Image.frombytes("P", index.shape[::-1], index.tobytes())
+    image.putpalette(_LUT.tobytes())
     buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=1, transparency=_ALPHA.tobytes())
     return buffer.getvalue()
 
 

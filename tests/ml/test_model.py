@@ -132,3 +132,20 @@ def test_heatmap_stays_on_the_head_and_a_large_slice_gets_a_small_one(tiny_model
     # The head mask is found at half the working size and smoothed: its edge may lie a few pixels out.
     near_head = ndimage.binary_dilation(working_copy(gray) > 0.005, iterations=8)
     assert heat[~near_head].max() == 0.0 and heat[near_head].max() > 0
+
+
+def test_heatmap_png_is_clear_without_evidence_and_reddens_with_it():
+    """The overlay the page lays over the scan: a palette PNG whose opacity and redness grow with the map."""
+    import io
+
+    from PIL import Image
+
+    from ml.explain import MAX_ALPHA, heatmap_png
+
+    heat = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (16, 1))
+    image = Image.open(io.BytesIO(heatmap_png(heat)))
+    assert image.size == (64, 16) and image.mode == "P"
+    rgba = np.asarray(image.convert("RGBA")).astype(int)[0]
+    assert rgba[0, 3] == 0 and rgba[-1, 3] == round(MAX_ALPHA * 255)
+    assert np.all(np.diff(rgba[:, 3]) >= 0) and np.all(np.diff(rgba[:, 1]) <= 0)  # more opaque, less green
+    assert rgba[-1, 0] > rgba[-1, 1] + 150  # full evidence is deep red
