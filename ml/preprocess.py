@@ -61,7 +61,7 @@ def working_copy(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     if scale >= 1:
         return gray.astype(np.float32, copy=False)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.BOX))
+    return np.asarray(Image.fromarray(gray.astype(np.float32, copy=False), mode="F").resize(size, Image.BOX))
 
 
 def background_level(image: np.ndarray) -> tuple[float, float]:
@@ -166,7 +166,7 @@ def crop_square(image: np.ndarray, box: Box) -> np.ndarray:
 def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Antialiased bilinear resize of a float image to size x size (or (width, height))."""
     target = (size, size) if isinstance(size, int) else size
-    return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(target, Image.BILINEAR))
+    return np.asarray(Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize(target, Image.BILINEAR))
 
 
 def standardise(values: np.ndarray, head: np.ndarray) -> np.ndarray:
