@@ -12,8 +12,8 @@ POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/brainscan
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist; each has its own database, broker prefix, media folder and ports).
 TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
-# The fast tier: no real worker processes, no browser, no shared dataset.
-FAST_TIER := not worker and not browser and not dataset
+# The fast tier: no real worker processes, no browser, no shared dataset, no training, no subprocesses.
+FAST_TIER := not worker and not browser and not dataset and not slow
 
 .PHONY: run test test-fast test-sqlite test-postgres docs migrate seed train-release benchmarks clean
 

@@ -48,6 +48,7 @@ def test_chunked_mean_and_std_equal_numpy_across_chunk_borders(monkeypatch):
     np.testing.assert_allclose(std, images[index, ..., 0].astype(np.float64).std(axis=0), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_build_analytics_stores_the_study_computed_on_the_preprocessed_images(phantom_folder):
     call_command("build_analytics", data=str(phantom_folder), seed=7, verbosity=0)
@@ -81,6 +82,7 @@ def test_build_analytics_stores_the_study_computed_on_the_preprocessed_images(ph
     assert numbers["duplicates"]["images"] == 12
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_every_build_adds_a_row_and_keeps_the_older_files(phantom_folder):
     call_command("build_analytics", data=str(phantom_folder), seed=1, verbosity=0)
@@ -117,6 +119,7 @@ def test_a_missing_folder_is_refused(tmp_path):
         call_command("build_analytics", data=str(tmp_path / "absent"), verbosity=0)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_failed_build_leaves_no_files_behind(phantom_folder, private_storage, monkeypatch):
     from analytics import plots

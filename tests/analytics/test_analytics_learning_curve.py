@@ -47,6 +47,7 @@ def curve_model(registry_copy, tmp_path):
     return name, data
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_build_learning_curve_retrains_on_shares_of_the_train_split(curve_model, client_a):
     name, data = curve_model

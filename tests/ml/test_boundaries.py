@@ -9,7 +9,7 @@ import pytest
 
 import ml
 
-pytestmark = pytest.mark.no_db
+pytestmark = [pytest.mark.no_db, pytest.mark.slow]
 
 
 def test_no_ml_module_imports_django():

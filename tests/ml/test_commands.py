@@ -12,7 +12,7 @@ from ml.phantoms import make_phantom, write_phantom_folder
 from tests.factories import phantom_bytes
 from tests.privacy.samples import synthetic_mr, to_bytes
 
-pytestmark = pytest.mark.no_db
+pytestmark = [pytest.mark.no_db, pytest.mark.slow]
 JSON_KEYS = {"n", "accuracy", "sensitivity", "specificity", "auc", "threshold", "tp", "fp", "tn", "fn",
              "per_class_recall", "model_version", "unusable"}
 

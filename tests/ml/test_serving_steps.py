@@ -12,7 +12,7 @@ from ml.predictor import Predictor
 from ml.quantize import INT8_FILE, MIN_SAME_LABEL, MIN_SAME_PEAK, parity
 from ml.registry import CARD, CHECKSUMS, ModelRegistry, RegistryError, amend, sha256_of
 
-pytestmark = pytest.mark.no_db
+pytestmark = [pytest.mark.no_db, pytest.mark.slow]
 OWN_SECTIONS = ("series", "quantization", "serving")
 
 

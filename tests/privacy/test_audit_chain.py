@@ -196,6 +196,7 @@ def test_the_test_suite_can_still_empty_the_table():
     assert not AuditEvent.objects.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_command_exit_status():
     events = record_events(3)

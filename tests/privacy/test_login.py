@@ -153,6 +153,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_production_headers_and_cookies(clinician_a):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "brainscan.settings", "BRAINSCAN_PRODUCTION": "1",

@@ -88,6 +88,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
     assert "deploy/tls/" in rules
 
 
+@pytest.mark.slow
 def test_serving_imports_no_training_package(tmp_path):
     """The image leaves out the packages marked '# training'; the web and worker code must not need them."""
     training = sorted(package for package, (_, marked) in requirement_pins("requirements.txt").items() if marked)

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import need, port_open
 from tests.production.conftest import ROOT, clean_env
 
-pytestmark = pytest.mark.no_db
+pytestmark = [pytest.mark.no_db, pytest.mark.slow]
 SERVER = "postgres://postgres@127.0.0.1:5432"
 
 

@@ -17,6 +17,8 @@ from tests.conftest import need
 from tests.production.conftest import ROOT, free_port, production_env
 from tests.workers import wait_for
 
+pytestmark = pytest.mark.slow
+
 
 def run_probe(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "brainscan.probe", *args], cwd=ROOT, env=env, capture_output=True,

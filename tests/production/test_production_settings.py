@@ -8,7 +8,7 @@ import pytest
 
 from tests.production.conftest import PRODUCTION_AUDIT_KEYS, PRODUCTION_SECRET, clean_env, manage, production_env
 
-pytestmark = pytest.mark.no_db
+pytestmark = [pytest.mark.no_db, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("variables, message", [
