@@ -15,6 +15,10 @@ TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 # The fast tier: no real worker processes, no browser, no shared dataset, no training, no subprocesses.
 FAST_TIER := not worker and not browser and not dataset and not slow
 
+# Some machines set PYTHONDONTWRITEBYTECODE: then every Python process compiles the project again, and
+# every test process repeats pytest's assertion rewriting of its plugins (about 500 modules, 10 s each).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: run test test-fast test-sqlite test-postgres docs migrate seed train-release benchmarks clean
 
 $(PY):
