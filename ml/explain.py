@@ -44,8 +44,9 @@ def over_head(evidence: np.ndarray, prepared: Prepared) -> np.ndarray:
 def heatmap_png(heat: np.ndarray) -> bytes:
     """A PNG whose colour and opacity grow with the evidence; laid over the scan by the page.
 
-    A palette image (one byte per pixel, with a transparency entry per colour) rather than RGBA: it
-    encodes in a quarter of the time and size, and the browser shows the same pixels.
+    A palette image (one byte per pixel, with an opacity per palette entry) rather than RGBA: a fifth of
+    the encoding time and a quarter of the bytes. Opacity follows the rounded evidence, so it differs
+    from RGBA's by at most 10/255, in the faintest cells.
     """
     index = np.clip(np.rint(heat * 255), 0, 255).astype(np.uint8)
     image = Image.frombytes("P", index.shape[::-1], index.tobytes())

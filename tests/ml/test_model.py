@@ -1,11 +1,14 @@
 """Training, export and serving of a tiny network on phantoms, through the release pipeline."""
 
+import io
 import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import ndimage
 
+from ml.explain import MAX_ALPHA, heatmap_png
 from ml.folder_eval import evaluate_folder
 from ml.model import build_network, build_serving_model
 from ml.phantoms import make_phantom, write_phantom_folder
@@ -136,12 +139,6 @@ def test_heatmap_stays_on_the_head_and_a_large_slice_gets_a_small_one(tiny_model
 
 def test_heatmap_png_is_clear_without_evidence_and_reddens_with_it():
     """The overlay the page lays over the scan: a palette PNG whose opacity and redness grow with the map."""
-    import io
-
-    from PIL import Image
-
-    from ml.explain import MAX_ALPHA, heatmap_png
-
     heat = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (16, 1))
     image = Image.open(io.BytesIO(heatmap_png(heat)))
     assert image.size == (64, 16) and image.mode == "P"
