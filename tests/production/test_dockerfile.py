@@ -90,7 +90,8 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
 
 @pytest.mark.slow
 def test_serving_imports_no_training_package(tmp_path):
-    """The image leaves out the packages marked '# training'; the web and worker code must not need them."""
+    """The image leaves out the packages marked '# training'; the web and worker code must not need them. Nor
+    does serving load matplotlib: only a worker that draws an analytics figure imports it."""
     training = sorted(package for package, (_, marked) in requirement_pins("requirements.txt").items() if marked)
     assert training, "requirements.txt marks no training package"
     probe = ("import sys, json, django; from importlib.metadata import packages_distributions; django.setup(); "
@@ -104,6 +105,7 @@ def test_serving_imports_no_training_package(tmp_path):
     loaded = set(json.loads(out.splitlines()[-1]))
     assert "onnxruntime" in loaded  # the probe did load the serving path
     assert loaded & set(training) == set()
+    assert "matplotlib" not in loaded
 
 
 def test_collected_static_files_are_readable_by_nginx(tmp_path):
