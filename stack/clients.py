@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 import requests
 
+# Seconds to wait for the answer to an upload: a 600 MB series is decoded, de-identified and stored before the
+# answer, which took over 60 s on a slow 2-core machine.
+UPLOAD_TIMEOUT = 300
+
 
 class SubmissionRefused(Exception):
     pass
@@ -28,7 +32,7 @@ class WebFormClient:
 
     def post_study(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> requests.Response:
         return self.session.post(
-            f"{self.base_url}/studies/new/", timeout=60, data={"patient": patient.code},
+            f"{self.base_url}/studies/new/", timeout=UPLOAD_TIMEOUT, data={"patient": patient.code},
             files=[("images", (name, data, "application/octet-stream")) for name, data in files],
             headers={"Accept": "application/json", "X-CSRFToken": self.session.cookies["csrftoken"],
                      "Referer": f"{self.base_url}/studies/new/"})
@@ -59,7 +63,7 @@ class ApiClient:
         self.session.headers["Authorization"] = f"Token {response.json()['token']}"
 
     def post_study(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> requests.Response:
-        return self.session.post(f"{self.base_url}/api/v1/studies/", timeout=60, data={"patient": patient.code},
+        return self.session.post(f"{self.base_url}/api/v1/studies/", timeout=UPLOAD_TIMEOUT, data={"patient": patient.code},
                                  files=[("images", (name, data, "application/octet-stream")) for name, data in files])
 
     def submit(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> str:
