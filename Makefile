@@ -96,4 +96,4 @@ benchmarks: $(DEV_STAMP)
 	$(PY) -m benchmarks.series
 
 clean:
-	rm -rf var/test var/cache var/test-cache staticfiles site
+	rm -rf var/test var/cache staticfiles site

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -177,13 +179,17 @@ __all__ = ["PASSWORD", "need", "port_open", "logged_in"]
 
 
 # The model the tests serve: a tiny network trained on synthetic phantoms through the release pipeline,
-# registered like a real model. Training it takes about a minute, so it is kept under var/test-cache/,
-# keyed by the code that trains and serves it (every file of ml/) and by its configuration: a change to
-# either trains a new one, and parallel test processes wait for one of them to train it.
+# registered like a real model. Training it takes over a minute, so it is kept in the user's cache folder
+# (every clone on the machine shares it), keyed by the code that trains and serves it (every file of ml/), by
+# the versions of the packages that do, and by its configuration: a change to any of them trains a new one,
+# and parallel test processes wait for one of them to train it.
 TINY = dict(epochs=12, patience=12, widths=(8, 8, 16, 16, 32), decoder_width=16, batch_size=16, learning_rate=3e-3,
             variants=2, gate_epochs=6, gate_negatives_per_kind=24)
 TINY_PHANTOMS = dict(per_class=120, seed=1)
-TEST_CACHE = Path(__file__).resolve().parent.parent / "var" / "test-cache"
+TINY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scipy", "pillow")
+TEST_CACHE = Path(os.environ.get("BRAINSCAN_TEST_CACHE")
+                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brainscan" / "test-models")
+TINY_KEPT_DAYS = 30  # a cached model no run has used for this long is removed when another is trained
 
 
 @pytest.fixture(scope="session")
@@ -191,8 +197,16 @@ def tiny_training_folder(tmp_path_factory) -> Path:
     return write_phantom_folder(tmp_path_factory.mktemp("phantoms"), **TINY_PHANTOMS)
 
 
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # tensorflow or tensorflow-cpu: one of them is installed
+        return None
+
+
 def _tiny_key() -> str:
-    digest = hashlib.sha256(repr((sorted(TINY.items()), sorted(TINY_PHANTOMS.items()))).encode())
+    versions = [_installed_version(package) for package in TINY_PACKAGES]
+    digest = hashlib.sha256(repr((sorted(TINY.items()), sorted(TINY_PHANTOMS.items()), versions)).encode())
     for source in sorted(Path(ml.__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
@@ -215,9 +229,19 @@ def tiny_model(tmp_path_factory, tiny_training_folder):
             shutil.rmtree(staging, ignore_errors=True)
             train_and_register([tiny_training_folder], staging, TrainConfig(**TINY), verbose=0, name_prefix="tiny")
             staging.rename(cached)
+            _forget_unused_tiny_models()
+        os.utime(cached)  # in use: not removed by a later run
     root = tmp_path_factory.mktemp("registry") / "models"
     shutil.copytree(cached, root)
     return root, ModelRegistry(root).active()
+
+
+def _forget_unused_tiny_models() -> None:
+    """Remove cached tiny models that no run used for TINY_KEPT_DAYS (their code or packages have changed)."""
+    cutoff = time.time() - TINY_KEPT_DAYS * 86400
+    for folder in TEST_CACHE.glob("tiny-*"):
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
