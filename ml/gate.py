@@ -98,11 +98,9 @@ def gate_input(prepared: Prepared) -> np.ndarray:
     """(GATE_SIZE, GATE_SIZE, 2): the whole image (padded square, percentile-scaled) and the head crop."""
     work = prepared.work
     side = max(work.shape)
-    square = work
-    if work.shape != (side, side):
-        square = np.zeros((side, side), np.float32)
-        top, left = (side - work.shape[0]) // 2, (side - work.shape[1]) // 2
-        square[top:top + work.shape[0], left:left + work.shape[1]] = work
+    square = np.zeros((side, side), np.float32)
+    top, left = (side - work.shape[0]) // 2, (side - work.shape[1]) // 2
+    square[top:top + work.shape[0], left:left + work.shape[1]] = work
     whole = resize(square, GATE_SIZE)
     low, high = np.percentile(whole, (1, 99))
     whole = np.clip((whole - low) / (high - low), 0, 1) if high > low else np.zeros_like(whole)

@@ -63,7 +63,8 @@ class ApiClient:
         self.session.headers["Authorization"] = f"Token {response.json()['token']}"
 
     def post_study(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> requests.Response:
-        return self.session.post(f"{self.base_url}/api/v1/studies/", timeout=UPLOAD_TIMEOUT, data={"patient": patient.code},
+        return self.session.post(f"{self.base_url}/api/v1/studies/", timeout=UPLOAD_TIMEOUT,
+                                 data={"patient": patient.code},
                                  files=[("images", (name, data, "application/octet-stream")) for name, data in files])
 
     def submit(self, patient: "SeededPatient", files: list[tuple[str, bytes]]) -> str:
