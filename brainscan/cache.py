@@ -30,63 +30,39 @@ def _warn(error: Exception) -> None:
 
 
 class OutageTolerantRedisCache(RedisCache):
-    def get(self, key, default=None, version=None):
+    """Each operation answers as an empty cache would while Redis is down."""
+
+    @staticmethod
+    def _or(fallback, operation, *args):
         try:
-            return super().get(key, default, version)
+            return operation(*args)
         except REDIS_DOWN as error:
             _warn(error)
-            return default
+            return fallback
+
+    def get(self, key, default=None, version=None):
+        return self._or(default, super().get, key, default, version)
 
     def get_many(self, keys, version=None):
-        try:
-            return super().get_many(keys, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return {}
+        return self._or({}, super().get_many, keys, version)
 
     def has_key(self, key, version=None):
-        try:
-            return super().has_key(key, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return False
+        return self._or(False, super().has_key, key, version)
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            return super().add(key, value, timeout, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return False
+        return self._or(False, super().add, key, value, timeout, version)
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            super().set(key, value, timeout, version)
-        except REDIS_DOWN as error:
-            _warn(error)
+        self._or(None, super().set, key, value, timeout, version)
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            return super().set_many(data, timeout, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return list(data)
+        return self._or(list(data), super().set_many, data, timeout, version)  # every key failed
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            return super().touch(key, timeout, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return False
+        return self._or(False, super().touch, key, timeout, version)
 
     def delete(self, key, version=None):
-        try:
-            return super().delete(key, version)
-        except REDIS_DOWN as error:
-            _warn(error)
-            return False
+        return self._or(False, super().delete, key, version)
 
     def delete_many(self, keys, version=None):
-        try:
-            super().delete_many(keys, version)
-        except REDIS_DOWN as error:
-            _warn(error)
+        self._or(None, super().delete_many, keys, version)

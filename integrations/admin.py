@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from diagnosis.admin import ReadOnlyInline
+from diagnosis.admin import ReadOnlyAdmin, ReadOnlyInline
 from integrations import selectors, services
 from integrations.models import EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint, all_events
 
@@ -88,7 +88,7 @@ class WebhookAttemptInline(ReadOnlyInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["webhook_id", "endpoint", "event", "study_id", "status", "attempts", "next_attempt_at",
                     "delivered_at", "created_at"]
     list_filter = ["status", "event", "endpoint"]
@@ -98,15 +98,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     fields = readonly_fields
     inlines = [WebhookAttemptInline]
     actions = ["send_again"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         warn_about_endpoints(request)

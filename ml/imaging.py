@@ -197,7 +197,7 @@ def downsize(gray: np.ndarray, side: int = SLICE_SIDE) -> np.ndarray:
     if scale >= 1:
         return gray.astype(np.float32, copy=False)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.BOX))
+    return np.asarray(Image.fromarray(gray.astype(np.float32, copy=False), mode="F").resize(size, Image.BOX))
 
 
 def as_stored(gray: np.ndarray) -> np.ndarray:

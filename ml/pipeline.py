@@ -35,7 +35,7 @@ from ml.gate_training import GateFit, fit_gate
 from ml.imaging import COLOUR_SPREAD
 from ml.preprocess import IMAGE_SIZE
 from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
-from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend
+from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend, json_default
 from ml.train import Fit, TrainConfig, fit, make_split, serve
 
 TARGETS = {"auc": 0.99, "sensitivity": 0.97, "specificity": 0.95}  # brain-mri, clean test split
@@ -248,7 +248,7 @@ def external_fold(data_dirs: list[str | Path], institution: str, results_dir: st
     }
     path = Path(results_dir) / f"{report['recipe_fingerprint']}-{institution}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(report, indent=2, default=json_default) + "\n")
     return path
 
 
@@ -433,14 +433,6 @@ def _limitations(card: dict) -> list[str]:
     if tumor_empties:
         notes.append("Empty images labelled tumor: " + ", ".join(tumor_empties) + ".")
     return notes
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def complete_version(version: ModelVersion, data_dirs: list[str | Path], *, cache_dir=None, verbose: int = 1,

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ml.imaging import downsize
+
 IMAGE_SIZE = 128
 MAP_STRIDE = 4  # the network's evidence map has one cell per 4 x 4 input pixels (32 x 32 at 128)
 WORK_SIDE = 256  # cropping runs on a copy at most this large
@@ -52,16 +54,6 @@ class Prepared(NamedTuple):
     work: np.ndarray  # (h, w) float32: the slice at working size (longest side <= WORK_SIDE)
     box: Box  # where the tensor was cut from `work`
     head_fraction: float  # share of the slice covered by the head
-
-
-def working_copy(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """The slice shrunk (area-averaged) so that its longest side is at most `side`; never enlarged."""
-    height, width = gray.shape
-    scale = side / max(height, width)
-    if scale >= 1:
-        return gray.astype(np.float32, copy=False)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(gray.astype(np.float32, copy=False), mode="F").resize(size, Image.BOX))
 
 
 def background_level(image: np.ndarray) -> tuple[float, float]:
@@ -207,8 +199,8 @@ def prepare(gray: np.ndarray, size: int = IMAGE_SIZE) -> Prepared:
     """Everything the network, the heatmap and the quality gate need from one slice."""
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise ValueError(f"preprocess expects a 2-D grayscale array, got shape {gray.shape}")
-    work = np.nan_to_num(working_copy(gray), nan=0.0, posinf=0.0, neginf=0.0)
-    small = working_copy(work, MASK_SIDE)
+    work = np.nan_to_num(downsize(gray, WORK_SIDE), nan=0.0, posinf=0.0, neginf=0.0)
+    small = downsize(work, MASK_SIDE)
     mask = head_mask(small)
     box = scaled_box(head_box(mask), work.shape[0] / small.shape[0])
     head = resize(crop_square(resize(mask.astype(np.float32), work.shape[::-1]), box), size) > 0.5

@@ -133,7 +133,7 @@ class ModelRegistry:
             shutil.move(source, folder / target)
             sums[target] = sha256_of(folder / target)
         card = {**card, "version": name, "sha256": sums}
-        (folder / CARD).write_text(json.dumps(card, indent=2, sort_keys=False, default=_json_default) + "\n")
+        (folder / CARD).write_text(json.dumps(card, indent=2, sort_keys=False, default=json_default) + "\n")
         sums[CARD] = sha256_of(folder / CARD)
         (folder / CHECKSUMS).write_text("".join(f"{digest}  {target}\n" for target, digest in sorted(sums.items())))
         if activate:
@@ -166,14 +166,15 @@ def amend(version: ModelVersion, files: dict[str, Path], card_updates: dict, by:
     card = {**card, **card_updates, "amendments": amendments,
             "sha256": {**card["sha256"], **{target: sums[target] for target in files}}}
     tmp = version.path / f".{CARD}.tmp"
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=json_default) + "\n")
     os.replace(tmp, version.path / CARD)
     sums[CARD] = sha256_of(version.path / CARD)
     (version.path / CHECKSUMS).write_text("".join(f"{digest}  {target}\n" for target, digest in sorted(sums.items())))
     return version
 
 
-def _json_default(value):
+def json_default(value):
+    """numpy arrays and scalars as JSON lists and numbers (json.dumps' `default`)."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if hasattr(value, "item"):

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ml.preprocess import head_mask, resize, working_copy
+from ml.imaging import downsize
+from ml.preprocess import head_mask, resize
 
 
 def jpeg(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -59,7 +60,7 @@ def sharpening(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def white_background(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    head = resize(head_mask(working_copy(gray, 128)).astype(np.float32), gray.shape[::-1]) > 0.5
+    head = resize(head_mask(downsize(gray, 128)).astype(np.float32), gray.shape[::-1]) > 0.5
     return np.where(head, gray, 1.0)
 
 

@@ -62,14 +62,14 @@ def live_server():
 
 
 @pytest.fixture
-def isolated_media(settings, tmp_path):
-    """Files stored by this test go to a folder of its own (for tests that count stored files)."""
-    location = tmp_path / "media"
-    settings.MEDIA_ROOT = location
+def media_root(settings, tmp_path) -> Path:
+    """An empty storage folder for this test, so that 'every stored file' means this test's files."""
+    root = tmp_path / "media"
+    settings.MEDIA_ROOT = root
     default = settings.STORAGES["default"]
     settings.STORAGES = {**settings.STORAGES,
-                         "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(location)}}}
-    return location
+                         "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(root)}}}
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,7 @@ def test_activating_another_version_reaches_a_running_worker_at_its_next_study(r
     assert set(Prediction.objects.filter(image__study=study).values_list("model_version", flat=True)) == {second}
 
 
-@pytest.mark.usefixtures("isolated_media")
+@pytest.mark.usefixtures("media_root")
 def test_a_colour_photograph_is_stored_gray_but_refused_by_the_gate_for_its_colour(clinician_a, patient_a):
     import io
 

@@ -17,7 +17,7 @@ from diagnosis.models import Prediction, Study
 from ml.phantoms import make_phantom
 from tests.privacy.samples import series_files
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_media")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 SLICES = 7  # series_files' default
 
 
@@ -59,7 +59,7 @@ def test_a_nifti_volume_is_a_series(clinician_a, patient_a):
     assert set(study.images.values_list("source_format", flat=True)) == {"NIFTI"}
 
 
-def test_mixed_series_are_refused_and_nothing_is_stored(clinician_a, patient_a, isolated_media):
+def test_mixed_series_are_refused_and_nothing_is_stored(clinician_a, patient_a, media_root):
     first, second = series_files(3), series_files(3)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -67,7 +67,7 @@ def test_mixed_series_are_refused_and_nothing_is_stored(clinician_a, patient_a, 
             archive.writestr(f"{n}.dcm", data)
     with pytest.raises(services.NothingUsable, match="2 different series"):
         submit(clinician_a, patient_a, [SimpleUploadedFile("two.zip", buffer.getvalue())])
-    assert not Study.objects.exists() and not list(isolated_media.rglob("*.png"))
+    assert not Study.objects.exists() and not list(media_root.rglob("*.png"))
 
 
 def test_a_series_over_the_slice_limit_is_refused(clinician_a, patient_a, settings):

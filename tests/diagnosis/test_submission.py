@@ -9,7 +9,7 @@ from diagnosis.models import AuditEvent, Consent, Study, StudyImage
 from ml.imaging import Limits
 from tests.factories import PatientFactory, phantom_bytes
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_media")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
 
 
 def upload(name, data, content_type="image/png"):

@@ -69,15 +69,6 @@ def dicom_study(media_root, clinician_a, patient_a) -> Study:
     return finish(submit(clinician_a, patient_a, identifiable_mr()), [0.87])
 
 
-@pytest.fixture
-def media_root(tmp_path, settings) -> Path:
-    root = tmp_path / "media"
-    default = settings.STORAGES["default"]
-    settings.STORAGES = {**settings.STORAGES,
-                         "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(root)}}}
-    return root
-
-
 def test_the_sr_references_the_deidentified_instance_and_carries_the_result(api_a, dicom_study, patient_a):
     response = api_a.get(sr_url(dicom_study))
     assert response.status_code == 200 and response["Content-Type"] == "application/dicom"

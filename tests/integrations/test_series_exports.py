@@ -18,7 +18,7 @@ SLICES = 7
 
 
 @pytest.fixture
-def series_study(isolated_media, clinician_a, patient_a) -> Study:
+def series_study(media_root, clinician_a, patient_a) -> Study:
     uploads = [SimpleUploadedFile(f"{n}.dcm", data) for n, (_, data) in enumerate(series_files(SLICES))]
     study = services.submit_study(user=clinician_a, patient=patient_a, uploads=uploads).study
     services.assess_study(str(study.pk))

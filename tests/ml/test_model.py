@@ -10,10 +10,11 @@ from scipy import ndimage
 
 from ml.explain import MAX_ALPHA, heatmap_png
 from ml.folder_eval import evaluate_folder
+from ml.imaging import downsize
 from ml.model import build_network, build_serving_model
 from ml.phantoms import make_phantom, write_phantom_folder
 from ml.predictor import Predictor
-from ml.preprocess import preprocess, working_copy
+from ml.preprocess import WORK_SIDE, preprocess
 from ml.registry import ModelRegistry, RegistryError
 
 pytestmark = pytest.mark.no_db
@@ -133,7 +134,7 @@ def test_heatmap_stays_on_the_head_and_a_large_slice_gets_a_small_one(tiny_model
     heat = assessment.heatmap
     assert heat.shape == (256, 256)  # the working size: the page scales it over the scan
     # The head mask is found at half the working size and smoothed: its edge may lie a few pixels out.
-    near_head = ndimage.binary_dilation(working_copy(gray) > 0.005, iterations=8)
+    near_head = ndimage.binary_dilation(downsize(gray, WORK_SIDE) > 0.005, iterations=8)
     assert heat[~near_head].max() == 0.0 and heat[near_head].max() > 0
 
 

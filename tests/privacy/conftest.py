@@ -1,26 +1,14 @@
-"""Fixtures and helpers of the privacy tests: a private, empty file storage per test, completed studies."""
+"""Helpers of the privacy tests: the files a test stored (in its `media_root`), uploads, completed studies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from diagnosis import services
 from diagnosis.models import Study
 from tests.factories import phantom_bytes
-
-
-@pytest.fixture
-def media_root(tmp_path, settings) -> Path:
-    """An empty storage folder for this test, so 'every stored file' means this test's files."""
-    root = tmp_path / "media"
-    settings.MEDIA_ROOT = root
-    default = settings.STORAGES["default"]
-    settings.STORAGES = {**settings.STORAGES,
-                         "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": str(root)}}}
-    return root
 
 
 def stored_files(root: Path) -> dict[str, bytes]:

@@ -96,7 +96,7 @@ def test_a_chain_recomputed_without_the_key_is_detected(key):
     assert status == 1 and f"broken at event {events[1].pk}" in message and "without the key" in message
 
 
-def test_with_the_key_a_rewrite_before_a_checkpoint_is_still_detected(settings, isolated_media,
+def test_with_the_key_a_rewrite_before_a_checkpoint_is_still_detected(settings, media_root,
                                                                       django_capture_on_commit_callbacks):
     """The stored checkpoints are out of the database writer's reach: even a leaked key cannot rewrite the past."""
     settings.AUDIT_CHECKPOINT_EVERY = 1

@@ -22,6 +22,7 @@ def test_the_cache_reads_as_empty_while_redis_is_down_and_works_again_after(tmp_
         redis.stop()
         assert cache.get("throttle_user_1", "fallback") == "fallback"
         assert cache.get_many(["a", "b"]) == {} and cache.has_key("a") is False and cache.add("a", 1) is False
+        assert cache.set_many({"a": 1}) == ["a"] and cache.touch("a") is False and cache.delete("a") is False
         cache.set("throttle_user_1", [3.0])
         cache.delete_many(["a"])
 
