@@ -30,9 +30,12 @@ def test_each_bad_file_is_refused_with_its_reason_and_odd_good_ones_are_assessed
     study_id = response.json()["url"].split("/")[2]
     [study] = settle([study_id], broken_site, timeout=60)
     assert study.status == Study.Status.COMPLETED and study.images.count() == 3
-    # The same slice in 8-bit, 16-bit and RGBA decodes to the same pixels, so to the same assessment.
-    probabilities = list(Prediction.objects.filter(image__study=study).values_list("probability", flat=True))
-    assert len(probabilities) == 3 and max(probabilities) - min(probabilities) < 1e-5
+    # The same slice in 8-bit and RGBA decodes to the same pixels, so to the same assessment. The 16-bit copy
+    # is windowed by its own percentiles (0.5 to 99.5), which moves its brightest pixels by a grey level or
+    # two: the same assessment within a hundredth.
+    plain, sixteen_bit, rgba = Prediction.objects.filter(image__study=study).order_by("image__position") \
+        .values_list("probability", flat=True)
+    assert abs(plain - rgba) < 1e-5 and abs(plain - sixteen_bit) < 0.01, (plain, sixteen_bit, rgba)
 
 
 def test_a_submission_of_only_bad_files_stores_nothing_and_says_why(broken_site):
