@@ -114,11 +114,14 @@ def test_predict_json_one_object_per_image_with_the_gates_verdict(served, tmp_pa
 def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys):
     registry = tmp_path / "registry"
     call_command("train_model", "--phantoms", "30", "--epochs", "1", "--variants", "1", "--widths", "4,4,8,8",
-                 "--gate-epochs", "1", "--gate-negatives-per-kind", "8", "--registry", str(registry), "--no-activate")
+                 "--gate-epochs", "1", "--gate-negatives-per-kind", "8", "--dropout", "0.3", "--weight-decay", "0.05",
+                 "--registry", str(registry), "--no-activate")
     out = capsys.readouterr().out
     assert "Registered phantom-" in out and "test, phantoms: AUC" in out
-    versions = [p for p in registry.iterdir() if p.is_dir()]
-    assert len(versions) == 1 and not (registry / "ACTIVE").exists()
+    [version] = [p for p in registry.iterdir() if p.is_dir()]
+    assert not (registry / "ACTIVE").exists()
+    recipe = json.loads((version / "card.json").read_text())["hyperparameters"]
+    assert (recipe["dropout"], recipe["weight_decay"]) == (0.3, 0.05)
 
 
 def test_train_model_refuses_bad_input_clearly(tmp_path):
@@ -130,6 +133,9 @@ def test_train_model_refuses_bad_input_clearly(tmp_path):
         call_command("train_model", "--data", str(folder), "--epochs", "1", "--registry", str(tmp_path / "r"))
     with pytest.raises(CommandError, match="comma-separated integers"):
         call_command("train_model", "--data", str(folder), "--widths", "a,b")
+    for flag, value in (("--dropout", "1"), ("--dropout", "-0.1"), ("--weight-decay", "-1")):
+        with pytest.raises(CommandError, match="--dropout takes a value from 0 to below 1"):
+            call_command("train_model", "--data", str(folder), flag, value)
     with pytest.raises(CommandError, match="No slices of institution"):
         call_command("train_model", "--data", str(write_phantom_folder(tmp_path / "two", per_class=8)),
                      "--leave-out-institution", "CS", "--epochs", "1", "--registry", str(tmp_path / "r"))

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.model import DEFAULT_WIDTHS
 from ml.registry import EXTERNAL_FOLDER
+from ml.train import TrainConfig
 
 
 def request_report(version) -> None:
@@ -42,6 +43,10 @@ class Command(BaseCommand):
         parser.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                             help="Filters of the stem and of each encoder block, comma-separated")
         parser.add_argument("--patience", type=int, default=8, help="Early-stopping patience in epochs")
+        parser.add_argument("--dropout", type=float, default=TrainConfig.dropout,
+                            help="Spatial dropout before the map head (0 to below 1)")
+        parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                            help="AdamW's decoupled weight decay (Keras multiplies it by the learning rate)")
         parser.add_argument("--gate-epochs", type=int, default=None,
                             help="Epochs of the quality gate's learned check (default: the recipe's)")
         parser.add_argument("--gate-negatives-per-kind", type=int, default=None,
@@ -57,7 +62,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from ml.pipeline import external_fold, train_and_register
-        from ml.train import TrainConfig
 
         try:
             widths = tuple(int(w) for w in options["widths"].split(","))
@@ -68,8 +72,11 @@ class Command(BaseCommand):
         gate = {key: options[key] for key in ("gate_epochs", "gate_negatives_per_kind") if options[key] is not None}
         if min(options["epochs"], options["variants"], *gate.values()) < 1:
             raise CommandError("--epochs, --variants, --gate-epochs and --gate-negatives-per-kind must be at least 1")
+        if not 0 <= options["dropout"] < 1 or options["weight_decay"] < 0:
+            raise CommandError("--dropout takes a value from 0 to below 1, --weight-decay one of at least 0")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
-                             variants=options["variants"], widths=widths, patience=options["patience"], **gate)
+                             variants=options["variants"], widths=widths, patience=options["patience"],
+                             dropout=options["dropout"], weight_decay=options["weight_decay"], **gate)
         registry = options["registry"] or settings.MODEL_DIR
         external_dir = options["external_dir"] or Path(registry) / EXTERNAL_FOLDER
         cache = settings.VAR_DIR / "cache"
