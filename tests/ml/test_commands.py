@@ -133,8 +133,10 @@ def test_train_model_refuses_bad_input_clearly(tmp_path):
         call_command("train_model", "--data", str(folder), "--epochs", "1", "--registry", str(tmp_path / "r"))
     with pytest.raises(CommandError, match="comma-separated integers"):
         call_command("train_model", "--data", str(folder), "--widths", "a,b")
-    for flag, value in (("--dropout", "1"), ("--dropout", "-0.1"), ("--weight-decay", "-1")):
-        with pytest.raises(CommandError, match="--dropout takes a value from 0 to below 1"):
+    for flag, value, reason in (("--dropout", "1", "from 0 to below 1, not 1.0"),
+                                ("--dropout", "-0.1", "from 0 to below 1, not -0.1"),
+                                ("--weight-decay", "-1", "at least 0, not -1.0")):
+        with pytest.raises(CommandError, match=f"{flag} must be {reason}"):
             call_command("train_model", "--data", str(folder), flag, value)
     with pytest.raises(CommandError, match="No slices of institution"):
         call_command("train_model", "--data", str(write_phantom_folder(tmp_path / "two", per_class=8)),

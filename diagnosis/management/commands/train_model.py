@@ -72,8 +72,10 @@ class Command(BaseCommand):
         gate = {key: options[key] for key in ("gate_epochs", "gate_negatives_per_kind") if options[key] is not None}
         if min(options["epochs"], options["variants"], *gate.values()) < 1:
             raise CommandError("--epochs, --variants, --gate-epochs and --gate-negatives-per-kind must be at least 1")
-        if not 0 <= options["dropout"] < 1 or options["weight_decay"] < 0:
-            raise CommandError("--dropout takes a value from 0 to below 1, --weight-decay one of at least 0")
+        if not 0 <= options["dropout"] < 1:
+            raise CommandError(f"--dropout must be from 0 to below 1, not {options['dropout']}")
+        if options["weight_decay"] < 0:
+            raise CommandError(f"--weight-decay must be at least 0, not {options['weight_decay']}")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
                              variants=options["variants"], widths=widths, patience=options["patience"],
                              dropout=options["dropout"], weight_decay=options["weight_decay"], **gate)
