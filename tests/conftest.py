@@ -184,7 +184,8 @@ __all__ = ["PASSWORD", "need", "port_open", "logged_in"]
 # the versions of the packages that do, and by its configuration: a change to any of them trains a new one,
 # and parallel test processes wait for one of them to train it.
 TINY = dict(epochs=12, patience=12, widths=(8, 8, 16, 16, 32), decoder_width=16, batch_size=16, learning_rate=3e-3,
-            variants=2, gate_epochs=6, gate_negatives_per_kind=24)
+            variants=2, gate_epochs=6, gate_negatives_per_kind=24,
+            dropout=0.1, weight_decay=1e-4)  # 12 epochs on 240 phantoms need none of the release's regularisation
 TINY_PHANTOMS = dict(per_class=120, seed=1)
 TINY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scipy", "pillow")
 TEST_CACHE = Path(os.environ.get("BRAINSCAN_TEST_CACHE")
