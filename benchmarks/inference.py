@@ -86,10 +86,9 @@ def warm_predictor(version, pngs: list[bytes], threads: int):
     return predictor
 
 
-def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -> dict:
+def serving_figures(version, predictor, pngs: list[bytes], iterations: int, threads: int) -> dict:
     from ml.imaging import read_image
 
-    predictor = warm_predictor(version, pngs, threads)
     latency, stages = latency_samples(predictor, pngs, iterations)
     heatmap, features = stages["heatmap"], []
     for i in range(min(iterations, 100)):
@@ -120,9 +119,9 @@ def serving_figures(version, pngs: list[bytes], iterations: int, threads: int) -
     }
 
 
-def against_baseline(version, other, pngs: list[bytes], iterations: int, threads: int) -> dict:
+def against_baseline(predictor, other, pngs: list[bytes], iterations: int, threads: int) -> dict:
     """Both versions' latency, measured in alternating blocks (ABBA...) so that neither gets the quieter machine."""
-    predictors = {"served": warm_predictor(version, pngs, threads), "baseline": warm_predictor(other, pngs, threads)}
+    predictors = {"served": predictor, "baseline": warm_predictor(other, pngs, threads)}
     samples = {"served": [], "baseline": []}
     block = max(iterations // TURNS, 10)
     for turn in range(TURNS):
@@ -275,11 +274,12 @@ def main() -> None:
     registry = ModelRegistry(args.registry or ROOT / "models")
     version = registry.get(args.model) if args.model else registry.active()
     pngs = sample_pngs()
-    served = serving_figures(version, pngs, args.iterations, args.threads)
+    predictor = warm_predictor(version, pngs, args.threads)
+    served = serving_figures(version, predictor, pngs, args.iterations, args.threads)
     baseline = {}
     if args.baseline:
         folder = Path(args.baseline)
-        baseline = against_baseline(version, ModelRegistry(folder.parent).get(folder.name), pngs, args.iterations,
+        baseline = against_baseline(predictor, ModelRegistry(folder.parent).get(folder.name), pngs, args.iterations,
                                     args.threads)
     child = run_python(CHILD_LOAD_AND_RSS.format(root=str(registry.root), name=version.name, threads=args.threads))
     tf_side = run_python(CHILD_TENSORFLOW.format(keras_path=str(version.keras_path), threads=args.threads,

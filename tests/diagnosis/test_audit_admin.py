@@ -193,7 +193,6 @@ def test_seed_demo_offers_held_out_real_slices_from_the_test_split(settings, tmp
         assert set(names) <= set(recorded)
         assert found[kind] == ["tumor" if recorded[name] >= card["threshold"]["value"] else "no_tumor"
                                for name in names]
-    assert found["tumor"].count("tumor") >= 2
 
 
 def test_seed_demo_without_the_dataset_offers_phantoms_the_release_model_reads_correctly(settings, tmp_path, capsys,
