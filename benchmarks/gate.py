@@ -124,7 +124,7 @@ def gate_cost(predictor, iterations: int) -> dict:
     from ml.preprocess import prepare
 
     images = [make_phantom(seed, seed % 2 == 0) for seed in range(16)]
-    prepared = [prepare(image, predictor.image_size) for image in images]
+    prepared = [prepare(image, predictor.image_size, predictor.intensity_reference) for image in images]
     gate_ms, network_ms = [], []
     predictor.quality(prepared[:1], [images[0].shape])
     for i in range(iterations):

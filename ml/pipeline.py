@@ -33,7 +33,7 @@ from ml.features import FEATURE_NAMES, feature_matrix
 from ml.gate import MIN_ASSESSABLE_SIDE, MIN_HEAD_SHARE, NOISE_ROUGHNESS, UNIFORM_STD, gate_input
 from ml.gate_training import GateFit, fit_gate
 from ml.imaging import COLOUR_SPREAD
-from ml.preprocess import IMAGE_SIZE
+from ml.preprocess import IMAGE_SIZE, INTENSITY_REFERENCE
 from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
 from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend, json_default
 from ml.train import Fit, TrainConfig, fit, make_split, serve
@@ -75,6 +75,7 @@ def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_d
 def recipe_fingerprint(config: TrainConfig, experiment: Experiment) -> str:
     """Identifies a recipe on given data: the configuration (but the epochs a fold may shorten) and the files."""
     recipe = {key: value for key, value in config.to_dict().items() if key not in ("epochs", "patience", "workers")}
+    recipe["intensity_reference"] = INTENSITY_REFERENCE
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=list).encode())
     for path in experiment.dataset.paths:
         digest.update(path.encode())
@@ -118,6 +119,7 @@ def train_and_register(
             "data": _data_summary(experiment),
             "split": _split_summary(experiment, config),
             "hyperparameters": {**config.to_dict(), "image_size": int(dataset.images.shape[1]),
+                                "intensity_reference": INTENSITY_REFERENCE,
                                 "optimizer": "AdamW with cosine decay",
                                 "loss": "binary cross-entropy of the pooled slice logit + cell_weight x cell-wise "
                                         "binary cross-entropy of the map against the tumor mask (tumor cells "

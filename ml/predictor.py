@@ -62,6 +62,8 @@ class Predictor:
         self.sha256 = card["sha256"][self.serving["file"]]
         self.threshold = float(card["threshold"]["value"])
         self.image_size = int(card["hyperparameters"]["image_size"])
+        # Versions trained before the reference was recorded scaled by the whole head.
+        self.intensity_reference = card["hyperparameters"].get("intensity_reference", "head")
         self.feature_model = card.get("feature_model")
         # A series' result: the highest mean over this many consecutive slices (chosen on validation volumes).
         self.series_window = int((card.get("series") or {}).get("window", 1))
@@ -83,7 +85,7 @@ class Predictor:
         if not slices:
             return []
         started = time.perf_counter()
-        prepared = [prepare(gray, self.image_size) for gray in slices]
+        prepared = [prepare(gray, self.image_size, self.intensity_reference) for gray in slices]
         batch = np.stack([p.tensor for p in prepared])
         after_preprocess = time.perf_counter()
         decisions = self.quality(prepared, [gray.shape for gray in slices], modalities)

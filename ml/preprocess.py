@@ -3,7 +3,7 @@
     grayscale slice (any size) -> working copy of at most WORK_SIDE pixels -> head mask (smoothed
     Otsu on the distance from the background level, largest component, holes filled) -> air set to
     zero -> square crop around the head -> IMAGE_SIZE x IMAGE_SIZE -> intensities standardised by
-    percentiles of the head.
+    percentiles of the head's interior.
 
 Every allocation is bounded by WORK_SIDE, whatever the input's size or shape: a slice of 390,625 x
 64 pixels costs no more than one of 256 x 256. The head is found from the background level of the
@@ -35,6 +35,13 @@ OPENING = 2  # iterations of the opening (by a 3 x 3 cross) that cuts thin bridg
 MIN_HEAD_SHARE = 0.01  # a "head" smaller than this share of the image is noise
 MARGIN = 0.05  # share of the crop's side kept around the head
 HEAD_PERCENTILES = (1.0, 99.0)
+# Which pixels the percentiles are read from. "interior": the head mask eroded by INTERIOR_EROSION pixels,
+# because the pixels along the head's edge mix with the air when the slice is resized, and a bright (white)
+# air lifts the 99th percentile and darkens the whole head. "head": the whole mask, as the versions whose card
+# names no reference (cnn-20261207-032957 and before) were trained; the predictor uses the card's.
+INTENSITY_REFERENCES = ("head", "interior")
+INTENSITY_REFERENCE = "interior"
+INTERIOR_EROSION = 2
 # The head's 99th percentile maps to this value, not 1, so brighter structure (a FLAIR lesion can be the
 # brightest tissue of a slice) keeps its contrast instead of being clipped.
 BRIGHT_LEVEL = 0.75
@@ -114,9 +121,9 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     return fill_holes(largest)
 
 
-def open_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
-    """scipy's binary_opening(mask, iterations=...) with its default 3 x 3 cross and zero border, by shifted
-    slices instead of a generic structuring loop: the same pixels in a seventh of the time."""
+def erode_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """scipy's binary_erosion(mask, iterations=...) with its default 3 x 3 cross and zero border, by shifted
+    slices instead of a generic structuring loop."""
     for _ in range(iterations):
         eroded = mask.copy()
         eroded[1:] &= mask[:-1]
@@ -126,6 +133,13 @@ def open_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
         eroded[0] = eroded[-1] = False  # outside the image counts as background
         eroded[:, 0] = eroded[:, -1] = False
         mask = eroded
+    return mask
+
+
+def open_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """scipy's binary_opening(mask, iterations=...) with its default 3 x 3 cross: the same pixels in a
+    seventh of the time."""
+    mask = erode_cross(mask, iterations)
     for _ in range(iterations):
         dilated = mask.copy()
         dilated[1:] |= mask[:-1]
@@ -183,9 +197,12 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize(target, Image.BILINEAR))
 
 
-def standardise(values: np.ndarray, head: np.ndarray) -> np.ndarray:
-    """Head intensities to [0, 1] by the head's own percentiles; the air stays 0."""
-    inside = values[head]
+def standardise(values: np.ndarray, head: np.ndarray, reference: str = INTENSITY_REFERENCE) -> np.ndarray:
+    """Head intensities to [0, 1] by percentiles of the head (or of its interior); the air stays 0."""
+    if reference not in INTENSITY_REFERENCES:
+        raise ValueError(f"unknown intensity reference {reference!r}, expected one of {INTENSITY_REFERENCES}")
+    region = erode_cross(head, INTERIOR_EROSION) if reference == "interior" else head
+    inside = values[region] if np.count_nonzero(region) >= 16 else values[head]  # a sliver of head has no interior
     if inside.size < 16:
         return np.zeros_like(values)
     low, high = np.percentile(inside, HEAD_PERCENTILES)
@@ -195,8 +212,9 @@ def standardise(values: np.ndarray, head: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0.0, 1.0) * head
 
 
-def prepare(gray: np.ndarray, size: int = IMAGE_SIZE) -> Prepared:
-    """Everything the network, the heatmap and the quality gate need from one slice."""
+def prepare(gray: np.ndarray, size: int = IMAGE_SIZE, reference: str = INTENSITY_REFERENCE) -> Prepared:
+    """Everything the network, the heatmap and the quality gate need from one slice; `reference` is the
+    intensity reference of the model that will read it (see INTENSITY_REFERENCES)."""
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise ValueError(f"preprocess expects a 2-D grayscale array, got shape {gray.shape}")
     work = np.nan_to_num(downsize(gray, WORK_SIDE), nan=0.0, posinf=0.0, neginf=0.0)
@@ -205,7 +223,7 @@ def prepare(gray: np.ndarray, size: int = IMAGE_SIZE) -> Prepared:
     box = scaled_box(head_box(mask), work.shape[0] / small.shape[0])
     head = resize(crop_square(resize(mask.astype(np.float32), work.shape[::-1]), box), size) > 0.5
     square = resize(crop_square(work, box), size)
-    tensor = standardise(square, head).astype(np.float32)[..., np.newaxis]
+    tensor = standardise(square, head, reference).astype(np.float32)[..., np.newaxis]
     return Prepared(tensor=tensor, head=head, work=work, box=box, head_fraction=float(mask.mean()))
 
 

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -7,7 +10,9 @@ from ml.files import read_file
 from ml.imaging import as_stored, encode_png, read_image, read_stored
 from ml.phantoms import make_phantom, write_phantom_folder
 from ml.predictor import Predictor
-from ml.preprocess import IMAGE_SIZE, WORK_SIDE, fill_holes, head_mask, open_cross, prepare, preprocess
+from ml.registry import ModelVersion
+from ml.preprocess import (IMAGE_SIZE, INTENSITY_REFERENCE, WORK_SIDE, erode_cross, fill_holes, head_mask, open_cross,
+                           prepare, preprocess)
 
 pytestmark = pytest.mark.no_db
 
@@ -69,6 +74,31 @@ def test_fill_holes_is_scipys_on_any_mask():
     assert fill_holes(ring)[4, 4] and not fill_holes(ring)[0, 0]
 
 
+def test_erode_cross_is_scipys_erosion_on_any_mask():
+    for case, mask in random_masks(seed=2):
+        for iterations in (1, 2):
+            expected = ndimage.binary_erosion(mask, iterations=iterations)
+            assert np.array_equal(erode_cross(mask, iterations), expected), (case, iterations)
+
+
+def test_the_head_interior_sets_the_scale_on_a_white_background():
+    """Resizing mixes a white air into the head's edge; scaled by the whole head, the bright edge lifts the 99th
+    percentile and darkens the head (the release's white-background weakness); its interior does not see the edge."""
+    gray = make_phantom(8, True)
+    white = np.where(gray < 0.02, 1.0, gray).astype(np.float32)
+    change = {}
+    for reference in ("head", "interior"):
+        clean, painted = prepare(gray, reference=reference), prepare(white, reference=reference)
+        inside = erode_cross(clean.head & painted.head, 3)
+        change[reference] = np.abs(clean.tensor[..., 0] - painted.tensor[..., 0])[inside].mean()
+    assert change["interior"] < 0.05 < 0.1 < change["head"]
+
+
+def test_an_unknown_intensity_reference_is_refused():
+    with pytest.raises(ValueError, match="intensity reference"):
+        prepare(make_phantom(1, True), reference="brain")
+
+
 def test_open_cross_is_scipys_opening_on_any_mask():
     """The model was trained with scipy's binary_opening; the faster opening must not move a single pixel."""
     for case, mask in random_masks(seed=1):
@@ -103,12 +133,35 @@ def test_training_and_serving_give_the_same_tensor_for_the_same_file(tmp_path, t
     training = load_dataset(folder)
     root, version = tiny_model
     predictor = Predictor(version)
+    recorded = version.card["hyperparameters"]["intensity_reference"]
+    assert predictor.intensity_reference == recorded == INTENSITY_REFERENCE
     seen = []
     original = predictor.network
     monkeypatch.setattr(predictor, "network", lambda batch: (seen.append(batch.copy()), original(batch))[1])
     for index, path in enumerate(training.paths):
         predictor.assess([read_image(path)], with_features=False)
         np.testing.assert_array_equal(seen[-1][0], training.images[index])
+
+
+def test_a_version_is_served_the_intensities_it_was_trained_on(tiny_model, tmp_path, monkeypatch):
+    """A card that names no reference (cnn-20261207-032957 and before) was trained on the whole head's
+    percentiles, and is served them."""
+    _, version = tiny_model
+    older = ModelVersion(version.name, tmp_path / version.name)
+    shutil.copytree(version.path, older.path)
+    card = version.card
+    del card["hyperparameters"]["intensity_reference"]
+    (older.path / "card.json").write_text(json.dumps(card))
+    predictor = Predictor(older)
+    assert predictor.intensity_reference == "head"
+    seen = []
+    original = predictor.network
+    monkeypatch.setattr(predictor, "network", lambda batch: (seen.append(batch.copy()), original(batch))[1])
+    phantom = make_phantom(4, True)
+    gray = np.where(phantom < 0.02, 1.0, phantom).astype(np.float32)
+    predictor.assess([gray], with_features=False)
+    np.testing.assert_array_equal(seen[0][0], prepare(gray, predictor.image_size, "head").tensor)
+    assert not np.array_equal(seen[0][0], prepare(gray, predictor.image_size, "interior").tensor)
 
 
 def test_the_stored_slice_is_what_the_model_sees():
