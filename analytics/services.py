@@ -128,6 +128,7 @@ def build_dataset_study(data_dir: str | Path, *, seed: int | None = None, progre
         numbers = {
             "seed": seed,
             "preprocessing": {"image_size": IMAGE_SIZE, "loader": "ml.data.load_dataset",
+                              "intensity_reference": dataset.reference,
                               "steps": "grayscale, crop to the head, resize to 128×128, scale brightness to 0-1"},
             "inventory": inventory,
             "groups": group_rows,
@@ -246,7 +247,7 @@ def build_learning_curve(data_dirs: list[str | Path], version: ModelVersion, *, 
     config = TrainConfig.from_card(card, **({} if epochs is None else {"epochs": epochs}))
     try:
         dataset = load_dataset(roots, int(card["hyperparameters"]["image_size"]), cache_dir=_cache_dir(),
-                               progress=progress)
+                               progress=progress, reference=config.intensity_reference)
     except (ValueError, FileNotFoundError) as error:
         raise AnalyticsError(str(error)) from None
     _, split, _ = make_split(dataset, config)

@@ -191,11 +191,11 @@ naive = []
 for i in range({naive_iterations}):
     started = time.perf_counter()
     model = keras.models.load_model(path)
-    model.predict(preprocess(read_image(pngs[i % len(pngs)]), {image_size})[np.newaxis], verbose=0)
+    model.predict(preprocess(read_image(pngs[i % len(pngs)]), {image_size}, {reference!r})[np.newaxis], verbose=0)
     naive.append((time.perf_counter() - started) * 1000)
 
 serving = load_serving_model(path)
-x = np.stack([preprocess(read_image(p), {image_size}) for p in pngs])
+x = np.stack([preprocess(read_image(p), {image_size}, {reference!r}) for p in pngs])
 one = x[:1]
 
 def timed(fn, n=100):
@@ -284,6 +284,7 @@ def main() -> None:
     child = run_python(CHILD_LOAD_AND_RSS.format(root=str(registry.root), name=version.name, threads=args.threads))
     tf_side = run_python(CHILD_TENSORFLOW.format(keras_path=str(version.keras_path), threads=args.threads,
                                                  image_size=int(version.card["hyperparameters"]["image_size"]),
+                                                 reference=predictor.intensity_reference,
                                                  naive_iterations=args.naive_iterations, batch=BATCH))
     runtimes = {"onnxruntime": served["inference_ms_p50"], "tf.function": tf_side["tf_function_ms_p50"],
                 "keras.predict": tf_side["keras_predict_ms_p50"]}

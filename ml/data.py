@@ -23,7 +23,7 @@ import numpy as np
 
 from ml import imaging, preprocess
 from ml.imaging import UnreadableImage, read_image
-from ml.preprocess import IMAGE_SIZE, MAP_STRIDE, crop_like, prepare, resize
+from ml.preprocess import IMAGE_SIZE, INTENSITY_REFERENCE, MAP_STRIDE, Prepared, crop_like, prepare, resize
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Dataset:
     samples: list[Sample]
     source_sizes: list[tuple[int, int]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    reference: str = INTENSITY_REFERENCE  # the intensity reference `images` were standardised by
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -89,8 +90,12 @@ class Dataset:
             images=self.images[index], labels=self.labels[index], cells=self.cells[index],
             has_cells=self.has_cells[index], head_fractions=self.head_fractions[index],
             thumbnails=self.thumbnails[index], samples=[self.samples[i] for i in index],
-            source_sizes=[self.source_sizes[i] for i in index],
+            source_sizes=[self.source_sizes[i] for i in index], reference=self.reference,
         )
+
+    def prepare(self, gray: np.ndarray) -> Prepared:
+        """Another slice (a file of the dataset read again, an augmented or perturbed one) prepared as `images`."""
+        return prepare(gray, self.images.shape[1], self.reference)
 
 
 def class_label(folder_name: str) -> int | None:
@@ -163,7 +168,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def load_dataset(roots: str | Path | list, size: int = IMAGE_SIZE, cache_dir: str | Path | None = None,
-                 progress: bool = False) -> Dataset:
+                 progress: bool = False, reference: str = INTENSITY_REFERENCE) -> Dataset:
     """Decode and preprocess every image of one or more collections, skipping unreadable files with a warning.
 
     With `cache_dir`, the arrays are kept in an .npz keyed by the files' names, sizes and times,
@@ -173,10 +178,10 @@ def load_dataset(roots: str | Path | list, size: int = IMAGE_SIZE, cache_dir: st
     samples = [sample for root in roots for sample in find_samples(root)]
     if not samples:
         raise ValueError(f"No labelled images found under {', '.join(map(str, roots))}")
-    cache_path = _cache_path(samples, size, cache_dir) if cache_dir else None
+    cache_path = _cache_path(samples, size, reference, cache_dir) if cache_dir else None
     if cache_path and cache_path.exists():
-        return _read_cache(cache_path, samples)
-    dataset = _decode_all(samples, size, progress)
+        return _read_cache(cache_path, samples, reference)
+    dataset = _decode_all(samples, size, reference, progress)
     if dataset.skipped:
         log.warning("Skipped %d unreadable file(s), first: %s", len(dataset.skipped), dataset.skipped[0])
     if cache_path:
@@ -192,7 +197,7 @@ def cell_targets(sample: Sample, prepared, size: int) -> tuple[np.ndarray, bool]
     return np.zeros((cells, cells), np.float32), sample.label == 0
 
 
-def _decode_all(samples: list[Sample], size: int, progress: bool) -> Dataset:
+def _decode_all(samples: list[Sample], size: int, reference: str, progress: bool) -> Dataset:
     images, cells, known, heads, thumbs, kept, sizes, skipped = [], [], [], [], [], [], [], []
     iterator = samples
     if progress:
@@ -202,7 +207,7 @@ def _decode_all(samples: list[Sample], size: int, progress: bool) -> Dataset:
     for sample in iterator:
         try:
             gray = read_image(sample.path)
-            prepared = prepare(gray, size)
+            prepared = prepare(gray, size, reference)
             target, is_known = cell_targets(sample, prepared, size)
         except UnreadableImage as error:
             skipped.append((str(sample.path), str(error)))
@@ -219,13 +224,13 @@ def _decode_all(samples: list[Sample], size: int, progress: bool) -> Dataset:
     return Dataset(
         images=np.stack(images), labels=np.array([s.label for s in kept], dtype=np.int8),
         cells=np.stack(cells).astype(np.float16), has_cells=np.array(known), head_fractions=np.array(heads, np.float32),
-        thumbnails=np.stack(thumbs), samples=kept, source_sizes=sizes, skipped=skipped,
+        thumbnails=np.stack(thumbs), samples=kept, source_sizes=sizes, skipped=skipped, reference=reference,
     )
 
 
-def _cache_path(samples: list[Sample], size: int, cache_dir: str | Path) -> Path:
+def _cache_path(samples: list[Sample], size: int, reference: str, cache_dir: str | Path) -> Path:
     """Keyed by the files and by the code that decodes and preprocesses them: a change to either is a new cache."""
-    digest = hashlib.sha256(f"v2|{size}|{MAP_STRIDE}".encode())
+    digest = hashlib.sha256(f"v2|{size}|{MAP_STRIDE}|{reference}".encode())
     for module in (imaging, preprocess, sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     for sample in samples:
@@ -246,7 +251,7 @@ def _write_cache(path: Path, dataset: Dataset) -> None:
     tmp.replace(path)
 
 
-def _read_cache(path: Path, samples: list[Sample]) -> Dataset:
+def _read_cache(path: Path, samples: list[Sample], reference: str) -> Dataset:
     by_path = {str(sample.path): sample for sample in samples}
     with np.load(path) as data:
         return Dataset(
@@ -254,5 +259,5 @@ def _read_cache(path: Path, samples: list[Sample]) -> Dataset:
             head_fractions=data["head_fractions"], thumbnails=data["thumbnails"],
             samples=[by_path[p] for p in data["paths"].tolist()],
             source_sizes=[tuple(s) for s in data["source_sizes"].tolist()],
-            skipped=[tuple(s) for s in data["skipped"].tolist()],
+            skipped=[tuple(s) for s in data["skipped"].tolist()], reference=reference,
         )

@@ -38,32 +38,34 @@ def _shutdown() -> None:
         pool.shutdown(cancel_futures=True)
 
 
-def augmented_example(job: tuple[Sample, int, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sample, image size, seed key) -> one augmented acquisition, preprocessed, and its cell targets."""
-    sample, size, key = job
+def augmented_example(job: tuple[Sample, int, str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, image size, intensity reference, seed key) -> one augmented acquisition, preprocessed, and its
+    cell targets."""
+    sample, size, reference, key = job
     rng = np.random.default_rng(key)
     mask = read_mask(sample.mask).astype(np.float32) if sample.mask is not None else None
     gray, mask = augment(read_image(sample.path), mask, rng)
-    prepared = prepare(gray, size)
+    prepared = prepare(gray, size, reference)
     side = size // MAP_STRIDE
     cells = crop_like(mask, prepared, side) if mask is not None else np.zeros((side, side), np.float32)
     return prepared.tensor.astype(np.float16), cells.astype(np.float16)
 
 
-def gate_positive(job: tuple[Sample, tuple[int, ...], bool]) -> np.ndarray:
-    """The gate's input for a real slice, as another acquisition would show it when `shifted`."""
-    sample, key, shifted = job
+def gate_positive(job: tuple[Sample, str, tuple[int, ...], bool]) -> np.ndarray:
+    """The gate's input for a real slice (prepared by the given intensity reference), as another acquisition
+    would show it when `shifted`."""
+    sample, reference, key, shifted = job
     gray = read_image(sample.path)
     if shifted:
         gray, _ = augment(gray, None, np.random.default_rng(key))
-    return gate_input(prepare(gray))
+    return gate_input(prepare(gray, reference=reference))
 
 
-def gate_negative(job: tuple[str, tuple[int, ...], bool, list[str]]) -> np.ndarray:
+def gate_negative(job: tuple[str, str, tuple[int, ...], bool, list[str]]) -> np.ndarray:
     """The gate's input for a made negative of a kind (ml.negatives); `paths` feed the "brain part" kind."""
-    kind, key, shifted, paths = job
+    kind, reference, key, shifted, paths = job
     rng = np.random.default_rng(key)
     image = negative(kind, rng, [read_image(path) for path in paths] if kind == "brain_part" else [])
     if shifted:
         image, _ = augment(image, None, rng)
-    return gate_input(prepare(image))
+    return gate_input(prepare(image, reference=reference))

@@ -11,7 +11,7 @@ import numpy as np
 from ml import calibration, evaluate, explain, stress
 from ml.data import Dataset, read_mask
 from ml.imaging import read_image
-from ml.preprocess import prepare, resize
+from ml.preprocess import resize
 
 REPORTED = ("n", "accuracy", "sensitivity", "specificity", "auc", "tp", "fp", "tn", "fn", "ci95", "patients")
 
@@ -62,7 +62,7 @@ def localization(dataset: Dataset, index: np.ndarray, serve, threshold: float) -
     for kind, rows in (("tumor", tumor), ("no_tumor", normal)):
         for start in range(0, len(rows), 64):
             chunk = rows[start:start + 64]
-            prepared = [prepare(read_image(dataset.samples[i].path)) for i in chunk]
+            prepared = [dataset.prepare(read_image(dataset.samples[i].path)) for i in chunk]
             _, maps = serve(np.stack([p.tensor for p in prepared]))
             for i, p, evidence in zip(chunk, prepared, maps):
                 head_cells = resize(p.head.astype(np.float32), evidence.shape[0]) > 0.5
@@ -105,7 +105,7 @@ def stress_suite(dataset: Dataset, index: np.ndarray, serve, threshold: float) -
     results = {}
     for family in ("clean", *stress.FAMILIES):
         images = [gray if family == "clean" else stress.perturb(gray, family, seed=k) for k, gray in enumerate(grays)]
-        scores = np.concatenate([serve(np.stack([prepare(g).tensor for g in images[s:s + 128]]))[0]
+        scores = np.concatenate([serve(np.stack([dataset.prepare(g).tensor for g in images[s:s + 128]]))[0]
                                  for s in range(0, len(images), 128)])
         entry = evaluate.rates(labels, scores, threshold)
         entry["by_source"] = {str(name): evaluate.rates(labels[sources == name], scores[sources == name], threshold)
@@ -115,7 +115,7 @@ def stress_suite(dataset: Dataset, index: np.ndarray, serve, threshold: float) -
     for family, entry in results.items():
         entry["sensitivity_drop"] = clean - entry["sensitivity"]
     empties = stress.empty_images()
-    empty_scores, _ = serve(np.stack([prepare(image).tensor for image in empties.values()]))
+    empty_scores, _ = serve(np.stack([dataset.prepare(image).tensor for image in empties.values()]))
     return {
         "n": int(len(index)), "families": results,
         "worst_sensitivity_drop": max(entry["sensitivity_drop"] for entry in results.values()),
@@ -147,7 +147,7 @@ def gate_figures(dataset: Dataset, index: np.ndarray, gate_scores, threshold: fl
     for start in range(0, len(index), 128):
         chunk = index[start:start + 128]
         grays = [read_image(dataset.samples[i].path) for i in chunk]
-        prepared = [prepare(gray) for gray in grays]
+        prepared = [dataset.prepare(gray) for gray in grays]
         scores = gate_scores(prepared)
         for gray, p, score in zip(grays, prepared, scores):
             decision = check_statistics(p, gray.shape)

@@ -43,13 +43,14 @@ def _map(function, jobs: list, workers: int) -> np.ndarray:
     return np.stack(pool_map(function, jobs, workers))
 
 
-def negatives(count_per_kind: int, seed: int, part_paths: list[str], workers: int, shifted_share: float = 0.5):
-    """(inputs, kinds) of made negatives, `count_per_kind` of each kind."""
+def negatives(count_per_kind: int, seed: int, part_paths: list[str], workers: int, reference: str,
+              shifted_share: float = 0.5):
+    """(inputs, kinds) of made negatives, `count_per_kind` of each kind, prepared by the intensity reference."""
     jobs = []
     for k, kind in enumerate(KINDS):
         for i in range(count_per_kind):
             chosen = [part_paths[(i * 4 + j) % len(part_paths)] for j in range(4)] if kind == "brain_part" else []
-            jobs.append((kind, (seed, k, i), i < shifted_share * count_per_kind, chosen))
+            jobs.append((kind, reference, (seed, k, i), i < shifted_share * count_per_kind, chosen))
     return _map(gate_negative, jobs, workers), np.array([job[0] for job in jobs])
 
 
@@ -81,10 +82,10 @@ def fit_gate(dataset: Dataset, train: np.ndarray, validation: np.ndarray, test: 
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 11])
     chosen = rng.choice(train, min(POSITIVES, len(train)), replace=False)
-    positives = _map(gate_positive, [(dataset.samples[i], (seed, 12, int(i)), k % 2 == 0)
+    positives = _map(gate_positive, [(dataset.samples[i], dataset.reference, (seed, 12, int(i)), k % 2 == 0)
                                       for k, i in enumerate(chosen)], workers)
     part_paths = [dataset.paths[i] for i in rng.choice(train, min(PART_SLICES, len(train)), replace=False)]
-    made, _ = negatives(negatives_per_kind, seed, part_paths, workers)
+    made, _ = negatives(negatives_per_kind, seed, part_paths, workers, dataset.reference)
     x = np.concatenate([positives, made])
     y = np.concatenate([np.ones(len(positives)), np.zeros(len(made))]).astype("float32")
     keras.utils.set_random_seed(seed)
@@ -94,15 +95,17 @@ def fit_gate(dataset: Dataset, train: np.ndarray, validation: np.ndarray, test: 
                 class_weight={0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())})
 
     def real_scores(index: np.ndarray) -> np.ndarray:
-        inputs = _map(gate_positive, [(dataset.samples[i], (0,), False) for i in index], workers)
+        inputs = _map(gate_positive, [(dataset.samples[i], dataset.reference, (0,), False) for i in index], workers)
         return network.predict(inputs, batch_size=256, verbose=0).reshape(-1)
 
     validation_real = real_scores(validation)
-    validation_made, validation_kinds = negatives(max(1, negatives_per_kind // 3), seed + 1, part_paths, workers)
+    validation_made, validation_kinds = negatives(max(1, negatives_per_kind // 3), seed + 1, part_paths, workers,
+                                                  dataset.reference)
     made_scores = network.predict(validation_made, batch_size=256, verbose=0).reshape(-1)
     threshold = refusal_threshold(validation_real, made_scores)
     test_real = real_scores(test)
-    test_made, test_kinds = negatives(max(1, negatives_per_kind // 3), seed + 2, part_paths, workers)
+    test_made, test_kinds = negatives(max(1, negatives_per_kind // 3), seed + 2, part_paths, workers,
+                                      dataset.reference)
 
     def refused(inputs: np.ndarray, kinds: np.ndarray) -> dict:
         scores = network.predict(inputs, batch_size=256, verbose=0).reshape(-1)

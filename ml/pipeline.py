@@ -33,7 +33,7 @@ from ml.features import FEATURE_NAMES, feature_matrix
 from ml.gate import MIN_ASSESSABLE_SIDE, MIN_HEAD_SHARE, NOISE_ROUGHNESS, UNIFORM_STD, gate_input
 from ml.gate_training import GateFit, fit_gate
 from ml.imaging import COLOUR_SPREAD
-from ml.preprocess import IMAGE_SIZE, INTENSITY_REFERENCE
+from ml.preprocess import IMAGE_SIZE
 from ml.quantize import CALIBRATION_IMAGES, INT8_FILE, parity, quantize
 from ml.registry import GATE_FILE, KERAS_FILE, ONNX_FILE, ModelRegistry, ModelVersion, amend, json_default
 from ml.train import Fit, TrainConfig, fit, make_split, serve
@@ -66,7 +66,8 @@ class Experiment:
 def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_dir=None,
                        verbose: int = 1) -> Experiment:
     roots = [Path(d) for d in data_dirs]
-    dataset = load_dataset(roots, IMAGE_SIZE, cache_dir=cache_dir, progress=verbose > 0)
+    dataset = load_dataset(roots, IMAGE_SIZE, cache_dir=cache_dir, progress=verbose > 0,
+                           reference=config.intensity_reference)
     groups, split, duplicates = make_split(dataset, config)
     _require_both_labels(dataset, split)
     return Experiment(dataset, groups, split, duplicates, roots)
@@ -75,7 +76,6 @@ def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_d
 def recipe_fingerprint(config: TrainConfig, experiment: Experiment) -> str:
     """Identifies a recipe on given data: the configuration (but the epochs a fold may shorten) and the files."""
     recipe = {key: value for key, value in config.to_dict().items() if key not in ("epochs", "patience", "workers")}
-    recipe["intensity_reference"] = INTENSITY_REFERENCE
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=list).encode())
     for path in experiment.dataset.paths:
         digest.update(path.encode())
@@ -119,7 +119,6 @@ def train_and_register(
             "data": _data_summary(experiment),
             "split": _split_summary(experiment, config),
             "hyperparameters": {**config.to_dict(), "image_size": int(dataset.images.shape[1]),
-                                "intensity_reference": INTENSITY_REFERENCE,
                                 "optimizer": "AdamW with cosine decay",
                                 "loss": "binary cross-entropy of the pooled slice logit + cell_weight x cell-wise "
                                         "binary cross-entropy of the map against the tumor mask (tumor cells "
@@ -190,9 +189,8 @@ def serving_steps(dataset: Dataset, split: Split, onnx_path: Path, folder: Path,
 
 def _gate_check_inputs(dataset: Dataset, split: Split) -> np.ndarray:
     from ml.imaging import read_image
-    from ml.preprocess import prepare
 
-    return np.stack([gate_input(prepare(read_image(dataset.paths[i]))) for i in split.test[:32]])
+    return np.stack([gate_input(dataset.prepare(read_image(dataset.paths[i]))) for i in split.test[:32]])
 
 
 def _gate_card(gate: GateFit, difference: float, dataset: Dataset, split: Split) -> dict:

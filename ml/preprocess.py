@@ -227,9 +227,9 @@ def prepare(gray: np.ndarray, size: int = IMAGE_SIZE, reference: str = INTENSITY
     return Prepared(tensor=tensor, head=head, work=work, box=box, head_fraction=float(mask.mean()))
 
 
-def preprocess(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+def preprocess(gray: np.ndarray, size: int = IMAGE_SIZE, reference: str = INTENSITY_REFERENCE) -> np.ndarray:
     """The network input (size, size, 1) float32 in [0, 1] of a grayscale slice."""
-    return prepare(gray, size).tensor
+    return prepare(gray, size, reference).tensor
 
 
 def crop_like(mask: np.ndarray, prepared: Prepared, size: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from ml.data import Dataset  # noqa: E402
 from ml.examples import augmented_example, pool_map  # noqa: E402
 from ml.dedup import Split, duplicate_report, grouped_split, near_duplicate_groups  # noqa: E402
 from ml.model import DECODER_WIDTH, DEFAULT_WIDTHS, SHARPNESS, build_network, build_serving_model, build_trainer  # noqa: E402
-from ml.preprocess import prepare  # noqa: E402
+from ml.preprocess import INTENSITY_REFERENCE  # noqa: E402
 
 POSITIVE_CELL_WEIGHT = 4.0  # tumor cells are few: each counts this much more than a normal one
 EMPTY_SHARE = 0.02  # images with no head (blank, uniform, noise), taught as no tumor
@@ -54,6 +54,8 @@ class TrainConfig:
     gate_epochs: int = 12
     gate_negatives_per_kind: int = 750  # of the quality gate's made negatives (ml.gate_training)
     workers: int = 0  # processes preparing augmented copies (0: one per core)
+    # The head's interior beat the whole head on validation and on a white background (docs/model.md).
+    intensity_reference: str = INTENSITY_REFERENCE
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +67,7 @@ class TrainConfig:
         names = {item.name for item in fields(cls)}
         values = {key: tuple(value) if isinstance(value, list) else value
                   for key, value in card["hyperparameters"].items() if key in names}
+        values.setdefault("intensity_reference", "head")  # cards that name none were trained on the whole head
         return cls(**{**values, **changes})
 
 
@@ -107,14 +110,14 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 def augmented_copies(dataset: Dataset, index: np.ndarray, config: TrainConfig, variant: int,
                      size: int) -> tuple[np.ndarray, np.ndarray]:
     """One augmented copy of each slice in `index`: images (n, size, size, 1), cells (n, m, m)."""
-    jobs = [(dataset.samples[i], size, (config.seed, variant, int(i))) for i in index]
+    jobs = [(dataset.samples[i], size, dataset.reference, (config.seed, variant, int(i))) for i in index]
     results = pool_map(augmented_example, jobs, config.workers)
     return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
 
 
-def empty_images(count: int, size: int, seed: int) -> np.ndarray:
+def empty_images(dataset: Dataset, count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 7])
-    return np.stack([prepare(empty_slice(rng), size).tensor for _ in range(count)]).astype(np.float16)
+    return np.stack([dataset.prepare(empty_slice(rng)).tensor for _ in range(count)]).astype(np.float16)
 
 
 class Batches(keras.utils.PyDataset):
@@ -200,6 +203,9 @@ def slice_logits(network: keras.Model, images: np.ndarray, batch_size: int = 256
 
 def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -> Fit:
     """Train from scratch, keep the best validation epoch, calibrate and choose the threshold."""
+    if dataset.reference != config.intensity_reference:
+        raise ValueError(f"the dataset was standardised by the {dataset.reference!r} reference, the recipe asks for "
+                         f"{config.intensity_reference!r}: load it with load_dataset(..., reference=...)")
     keras.utils.set_random_seed(config.seed)
     size = dataset.images.shape[1]
     train = split.train
@@ -209,7 +215,7 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
     for variant in range(config.variants if config.augment else 1):
         images, cells = (augmented_copies(dataset, train, config, variant, size) if config.augment
                          else (dataset.images[train].astype(np.float16), dataset.cells[train]))
-        blank = empty_images(empties, size, config.seed + variant)
+        blank = empty_images(dataset, empties, config.seed + variant)
         copies.append((np.concatenate([images, blank]),
                        np.concatenate([cells, np.zeros((empties,) + cells.shape[1:], np.float16)])))
         if verbose:

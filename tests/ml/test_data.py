@@ -145,6 +145,45 @@ def test_cache_returns_identical_arrays(tmp_path):
     assert first.paths == second.paths and first.subtypes == second.subtypes
 
 
+def test_a_dataset_is_standardised_by_the_reference_it_was_loaded_with(tmp_path):
+    """A recipe's intensity reference reaches every image it trains on; the cache keeps the references apart."""
+    from ml.phantoms import write_phantom_folder
+    from ml.preprocess import prepare
+
+    folder = write_phantom_folder(tmp_path / "data", per_class=2, seed=3)
+    loaded = {reference: load_dataset(folder, cache_dir=tmp_path / "cache", reference=reference)
+              for reference in ("head", "interior")}
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    for reference, dataset in loaded.items():
+        again = load_dataset(folder, cache_dir=tmp_path / "cache", reference=reference)
+        assert dataset.reference == again.reference == dataset.subset([0, 1]).reference == reference
+        gray = read_image(dataset.paths[0])
+        np.testing.assert_array_equal(dataset.images[0], again.images[0])
+        np.testing.assert_array_equal(dataset.images[0], prepare(gray, reference=reference).tensor)
+        np.testing.assert_array_equal(dataset.prepare(gray).tensor, dataset.images[0])
+    assert not np.array_equal(loaded["head"].images, loaded["interior"].images)
+
+
+def test_a_recipe_names_its_reference_and_older_cards_mean_the_whole_head():
+    from ml.train import TrainConfig
+
+    card = {"hyperparameters": {**TrainConfig().to_dict(), "image_size": 128}}
+    assert TrainConfig.from_card(card).intensity_reference == TrainConfig().intensity_reference == "interior"
+    del card["hyperparameters"]["intensity_reference"]
+    assert TrainConfig.from_card(card).intensity_reference == "head"
+
+
+def test_training_refuses_images_standardised_otherwise_than_its_recipe(tmp_path):
+    from ml.phantoms import write_phantom_folder
+    from ml.train import TrainConfig, fit, make_split
+
+    dataset = load_dataset(write_phantom_folder(tmp_path, per_class=6, seed=4), size=32, reference="head")
+    config = TrainConfig(epochs=1)
+    _, split, _ = make_split(dataset, config)
+    with pytest.raises(ValueError, match="reference"):
+        fit(dataset, split, config, verbose=0)
+
+
 def test_a_collection_with_a_slice_table_names_patients_institutions_sequences_and_masks(tmp_path):
     root = tmp_path / "lgg"
     lesion = np.zeros((64, 64), np.uint8)
