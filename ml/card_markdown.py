@@ -156,10 +156,29 @@ def external(card: Mapping, folder: Path) -> str:
                    "FLAIR specificity", "FLAIR pointing game"], rows)
 
 
+def errors_by_position(card: Mapping) -> str:
+    """Where a whole-volume collection's errors fall (cards from before this breakdown have none)."""
+    rows = []
+    for source, entry in card["metrics"].get("test_by_source", {}).items():
+        found = entry.get("errors_by_position")
+        for name, result in (found or {}).get("no_tumor_by_slices_to_lesion", {}).items():
+            rows.append([f"{source} no-tumor slices, {name} slices from the lesion", str(result["n"]),
+                         "specificity " + _with_ci(result, "specificity")])
+        for name, result in (found or {}).get("tumor_by_lesion_share", {}).items():
+            rows.append([f"{source} tumor slices, lesion {name} of the input", str(result["n"]),
+                         "sensitivity " + _with_ci(result, "sensitivity")])
+    if not rows:
+        volumes = [name for name, entry in card["metrics"].get("test_by_source", {}).items() if "by_sequence" in entry]
+        return ("This card predates the breakdown by position (trained before it was written)." if volumes
+                else "No collection of whole volumes on the test split.")
+    return _table(["Test slices", "n", "At the served threshold [95% CI]"], rows)
+
+
 def figures_markdown(card: Mapping, external_folder: Path) -> str:
     sections = [("Results on the test split", results(card)), ("Targets", targets(card)),
                 ("Threshold and calibration", threshold_and_calibration(card)),
-                ("Where the evidence lies", localization(card)), ("Stress suite", stress(card)),
+                ("Where the evidence lies", localization(card)),
+                ("Where the errors fall", errors_by_position(card)), ("Stress suite", stress(card)),
                 ("Quality gate", gate(card)), ("Serving", serving(card)),
                 ("External validation (leave one institution out)", external(card, external_folder))]
     body = "\n\n".join(f"### {title}\n\n{table}" for title, table in sections)

@@ -14,6 +14,10 @@ from ml.imaging import read_image
 from ml.preprocess import resize
 
 REPORTED = ("n", "accuracy", "sensitivity", "specificity", "auc", "tp", "fp", "tn", "fn", "ci95", "patients")
+# Slices between a no-tumor slice and the nearest tumor slice of its volume; the share of the network's
+# input that a tumor covers (from its mask).
+DISTANCE_BINS = {"1-2": (1, 2), "3-5": (3, 5), "6-10": (6, 10), "11+": (11, 10**6)}
+LESION_BINS = {"<1%": (0.0, 0.01), "1-3%": (0.01, 0.03), "3%+": (0.03, 1.01)}
 
 
 def _brief(result: dict) -> dict:
@@ -44,8 +48,45 @@ def breakdown(dataset: Dataset, index: np.ndarray, scores: np.ndarray, threshold
         subtypes = np.asarray(dataset.subtypes, dtype=object)[index[rows]]
         entry["recall_by_subtype"] = evaluate.recall_by_group(dataset.labels[index[rows]], scores[rows], threshold,
                                                               list(subtypes))
+        if all(dataset.samples[i].slice_index is not None for i in index[rows]):
+            entry["errors_by_position"] = errors_by_position(dataset, index[rows], scores[rows], threshold)
         out["by_source"][str(source)] = entry
     return out
+
+
+def slices_to_lesion(dataset: Dataset) -> np.ndarray:
+    """For each slice, how many slices lie between it and the nearest tumor slice of the same volume (patient
+    and sequence): 0 on a tumor slice, -1 where the volume holds none or the collection gives no positions."""
+    tumor_positions: dict[tuple, list[int]] = {}
+    for sample in dataset.samples:
+        if sample.label == 1 and sample.slice_index is not None:
+            tumor_positions.setdefault((sample.subject, sample.sequence), []).append(sample.slice_index)
+    out = np.full(len(dataset), -1)
+    for i, sample in enumerate(dataset.samples):
+        positions = tumor_positions.get((sample.subject, sample.sequence))
+        if positions and sample.slice_index is not None:
+            out[i] = min(abs(sample.slice_index - position) for position in positions)
+    return out
+
+
+def errors_by_position(dataset: Dataset, index: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """On whole volumes: specificity of the no-tumor slices by their distance to the lesion (a slice next to it
+    may hold tumor the mask leaves out), and sensitivity by the lesion's share of the network's input."""
+    def rate(rows: np.ndarray, name: str) -> dict:
+        result = slice_metrics(dataset, index[rows], scores[rows], threshold)
+        return {"n": result["n"], name: result[name], "ci95": {name: result["ci95"][name]},
+                **({"patients": result["patients"]} if "patients" in result else {})}
+
+    normal = dataset.labels[index] == 0
+    distance = slices_to_lesion(dataset)[index]
+    lesion = dataset.cells[index].astype(np.float32).mean(axis=(1, 2))
+    tumor = (dataset.labels[index] == 1) & dataset.has_cells[index]
+    far = {name: normal & (distance >= low) & (distance <= high) for name, (low, high) in DISTANCE_BINS.items()}
+    size = {name: tumor & (lesion >= low) & (lesion < high) for name, (low, high) in LESION_BINS.items()}
+    return {
+        "no_tumor_by_slices_to_lesion": {name: rate(rows, "specificity") for name, rows in far.items() if rows.any()},
+        "tumor_by_lesion_share": {name: rate(rows, "sensitivity") for name, rows in size.items() if rows.any()},
+    }
 
 
 def localization(dataset: Dataset, index: np.ndarray, serve, threshold: float) -> dict:
