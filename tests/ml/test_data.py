@@ -173,6 +173,21 @@ def test_a_recipe_names_its_reference_and_older_cards_mean_the_whole_head():
     assert TrainConfig.from_card(card).intensity_reference == "head"
 
 
+def test_a_recipes_fingerprint_does_not_depend_on_how_its_folders_are_spelled(tmp_path, monkeypatch):
+    from ml.phantoms import write_phantom_folder
+    from ml.pipeline import prepare_experiment, recipe_fingerprint
+    from ml.train import TrainConfig
+
+    folder = write_phantom_folder(tmp_path / "shared" / "phantoms", per_class=12, seed=5)
+    monkeypatch.chdir(tmp_path / "shared")
+    config = TrainConfig()
+    absolute = recipe_fingerprint(config, prepare_experiment([folder.resolve()], config, verbose=0))
+    relative = recipe_fingerprint(config, prepare_experiment([folder.relative_to(tmp_path / "shared")], config,
+                                                             verbose=0))
+    assert absolute == relative
+    assert recipe_fingerprint(TrainConfig(dropout=0.3), prepare_experiment([folder], config, verbose=0)) != absolute
+
+
 def test_training_refuses_images_standardised_otherwise_than_its_recipe(tmp_path):
     from ml.phantoms import write_phantom_folder
     from ml.train import TrainConfig, fit, make_split
