@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from analytics import dataset_study, model_report, plots, storage
 from analytics.models import DatasetStudy, LearningCurve, ModelReport
-from ml.data import NO_TUMOR_CLASSES, TUMOR_CLASSES, find_samples, load_dataset
+from ml.data import NO_TUMOR_CLASSES, TUMOR_CLASSES, collection_name, find_samples, load_dataset
 from ml.features import FEATURE_NAMES, feature_matrix
 from ml.imaging import encode_png
 from ml.preprocess import IMAGE_SIZE
@@ -220,16 +220,6 @@ def build_model_report(version: ModelVersion) -> ModelReport:
     return report
 
 
-def _split_files(dataset, index, roots: list[Path]) -> set[str]:
-    """Files named as the card names its test files: the collection's folder, then the path inside it."""
-    names = set()
-    for i in index:
-        path = Path(dataset.paths[i])
-        root = next(root for root in roots if path.is_relative_to(root))
-        names.add(f"{root.name}/{path.relative_to(root)}")
-    return names
-
-
 def build_learning_curve(data_dirs: list[str | Path], version: ModelVersion, *, epochs: int | None = None,
                          fractions=None, any_data: bool = False, progress: bool = False) -> LearningCurve:
     """Retrain the version's network on 10/25/50/100% of its own grouped train split; test on its test split.
@@ -251,7 +241,8 @@ def build_learning_curve(data_dirs: list[str | Path], version: ModelVersion, *, 
     except (ValueError, FileNotFoundError) as error:
         raise AnalyticsError(str(error)) from None
     _, split, _ = make_split(dataset, config)
-    matches = _split_files(dataset, split.test, roots) == set(card.get("split", {}).get("test_files", []))
+    test_files = {collection_name(dataset, i, roots) for i in split.test}
+    matches = test_files == set(card.get("split", {}).get("test_files", []))
     if not matches and not any_data:
         raise AnalyticsError(
             f"The data given ({', '.join(str(root) for root in roots)}) does not reproduce the test split recorded "

@@ -98,6 +98,15 @@ class Dataset:
         return prepare(gray, self.images.shape[1], self.reference)
 
 
+def collection_name(dataset: Dataset, index: int, roots: list[Path]) -> str:
+    """A file named by its collection's folder and its path inside it: brain-mri/Training/glioma/x.jpg."""
+    path = Path(dataset.paths[index])
+    for root in roots:
+        if path.is_relative_to(root):
+            return f"{root.name}/{path.relative_to(root)}"
+    return str(path)
+
+
 def class_label(folder_name: str) -> int | None:
     name = folder_name.lower()
     if name in TUMOR_CLASSES:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ml import evaluate, figures
-from ml.data import Dataset, load_dataset
+from ml.data import Dataset, collection_name, load_dataset
 from ml.dedup import SMALL_STRATUM, Split
 from ml.export import export_onnx
 from ml.feature_model import feature_probability, fit_feature_model
@@ -79,7 +79,7 @@ def recipe_fingerprint(config: TrainConfig, experiment: Experiment) -> str:
     recipe = {key: value for key, value in config.to_dict().items() if key not in ("epochs", "patience", "workers")}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=list).encode())
     for index in range(len(experiment.dataset)):
-        digest.update(_relative(experiment.dataset, index, experiment.roots).encode())
+        digest.update(collection_name(experiment.dataset, index, experiment.roots).encode())
     return digest.hexdigest()[:16]
 
 
@@ -346,7 +346,7 @@ def _split_summary(experiment: Experiment, config: TrainConfig) -> dict:
                   "(architecture, epochs, augmentation, temperature, threshold) was made on validation; the test "
                   "split is scored once, when the card is written.",
         "seed": config.seed, "fractions": list(config.split_fractions), "summary": summary,
-        "test_files": [_relative(dataset, i, experiment.roots) for i in split.test],
+        "test_files": [collection_name(dataset, i, experiment.roots) for i in split.test],
         "test_patients": sorted(set(dataset.column("subject")[split.test]) - {""}),
     }
 
@@ -358,15 +358,6 @@ def _part(dataset: Dataset, index: np.ndarray) -> dict:
     if patients:
         out["patients"] = len(patients)
     return out
-
-
-def _relative(dataset: Dataset, index: int, roots: list[Path]) -> str:
-    """A test file named by its collection's folder and its path inside it: brain-mri/Training/glioma/x.jpg."""
-    path = Path(dataset.paths[index])
-    for root in roots:
-        if path.is_relative_to(root):
-            return f"{root.name}/{path.relative_to(root)}"
-    return str(path)
 
 
 def _metrics(dataset: Dataset, split: Split, main: Fit, test_scores: np.ndarray, test_metrics: dict) -> dict:
@@ -447,7 +438,7 @@ def complete_version(version: ModelVersion, data_dirs: list[str | Path], *, cach
     config = TrainConfig.from_card(card)
     experiment = prepare_experiment(data_dirs, config, cache_dir, verbose)
     dataset, split = experiment.dataset, experiment.split
-    if [_relative(dataset, i, experiment.roots) for i in split.test] != card["split"]["test_files"]:
+    if [collection_name(dataset, i, experiment.roots) for i in split.test] != card["split"]["test_files"]:
         raise ValueError(f"These folders do not reproduce the test split recorded in the card of {version.name}; "
                          "point --data at the collections it was trained on.")
     validation_scores, _ = run(version.onnx_path, dataset.images[split.validation])

@@ -7,6 +7,7 @@ import pytest
 
 from ml import card_markdown
 from ml.data import Dataset, Sample
+from ml.error_positions import recorded_errors_by_position
 from ml.figures import breakdown, errors_by_position, slices_to_lesion
 
 pytestmark = pytest.mark.no_db
@@ -19,12 +20,12 @@ def volume_dataset() -> Dataset:
     for subject in ("P1", "P2"):
         for position in range(1, 21):
             tumor = 8 <= position <= 12
-            samples.append(Sample(Path(f"{subject}-{position}.png"), int(tumor), "tumor" if tumor else "no_tumor",
+            samples.append(Sample(Path(f"volumes/{subject}-{position}.png"), int(tumor), "tumor" if tumor else "no_tumor",
                                   source="volumes", subject=subject, institution="XX", sequence="flair",
                                   slice_index=position))
             lesion.append(0.05 - 0.02 * abs(position - 10) if tumor else 0.0)  # 1%, 3%, 5%, 3%, 1%
     for position in range(1, 4):
-        samples.append(Sample(Path(f"P1-t1-{position}.png"), 0, "no_tumor", source="volumes", subject="P1",
+        samples.append(Sample(Path(f"volumes/P1-t1-{position}.png"), 0, "no_tumor", source="volumes", subject="P1",
                               institution="XX", sequence="t1pre", slice_index=position))
         lesion.append(0.0)
     n = len(samples)
@@ -69,3 +70,16 @@ def test_the_model_page_shows_the_breakdown_with_intervals():
     table = card_markdown.errors_by_position(card)
     assert "| volumes no-tumor slices, 1-2 slices from the lesion | 8 | specificity 1.000 [" in table
     assert "| volumes tumor slices, lesion 3%+ of the input | 6 | sensitivity 1.000 [" in table
+
+
+def test_a_version_trained_before_the_breakdown_gets_it_from_its_recorded_test_scores():
+    dataset = volume_dataset()
+    test = np.arange(0, len(dataset), 2)
+    scores = np.linspace(0.05, 0.95, len(test))
+    card = {"split": {"test_files": [f"volumes/{dataset.samples[i].path.name}" for i in test]},
+            "metrics": {"test_predictions": {"scores": list(scores)}}, "threshold": {"value": 0.4}}
+    found = recorded_errors_by_position(card, dataset, [Path("volumes")])
+    assert found == {"volumes": errors_by_position(dataset, test, scores, 0.4)}
+    card["split"]["test_files"][3] = "volumes/elsewhere.png"
+    with pytest.raises(ValueError, match="1 of the card's 22 test files are not in these collections"):
+        recorded_errors_by_position(card, dataset, [Path("volumes")])
