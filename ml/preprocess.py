@@ -3,7 +3,7 @@
     grayscale slice (any size) -> working copy of at most WORK_SIDE pixels -> head mask (smoothed
     Otsu on the distance from the background level, largest component, holes filled) -> air set to
     zero -> square crop around the head -> IMAGE_SIZE x IMAGE_SIZE -> intensities standardised by
-    percentiles of the head's interior.
+    percentiles of the head (or of its interior, where a model was trained so).
 
 Every allocation is bounded by WORK_SIDE, whatever the input's size or shape: a slice of 390,625 x
 64 pixels costs no more than one of 256 x 256. The head is found from the background level of the
@@ -35,12 +35,12 @@ OPENING = 2  # iterations of the opening (by a 3 x 3 cross) that cuts thin bridg
 MIN_HEAD_SHARE = 0.01  # a "head" smaller than this share of the image is noise
 MARGIN = 0.05  # share of the crop's side kept around the head
 HEAD_PERCENTILES = (1.0, 99.0)
-# Which pixels the percentiles are read from. "interior": the head mask eroded by INTERIOR_EROSION pixels,
-# because the pixels along the head's edge mix with the air when the slice is resized, and a bright (white)
-# air lifts the 99th percentile and darkens the whole head. "head": the whole mask, as the versions whose card
-# names no reference (cnn-20261207-032957 and before) were trained; the predictor uses the card's.
+# Which pixels the percentiles are read from. "head": the whole mask, as every release was trained.
+# "interior": the mask eroded by INTERIOR_EROSION pixels, so that a white air mixed into the head's edge by the
+# resize does not lift the 99th percentile and darken the head; tried as a recipe and not chosen on validation
+# (docs/model.md). A model's card names its reference (none named: "head"), and the predictor uses it.
 INTENSITY_REFERENCES = ("head", "interior")
-INTENSITY_REFERENCE = "interior"
+INTENSITY_REFERENCE = "head"
 INTERIOR_EROSION = 2
 # The head's 99th percentile maps to this value, not 1, so brighter structure (a FLAIR lesion can be the
 # brightest tissue of a slice) keeps its contrast instead of being clipped.

@@ -54,7 +54,7 @@ class TrainConfig:
     gate_epochs: int = 12
     gate_negatives_per_kind: int = 750  # of the quality gate's made negatives (ml.gate_training)
     workers: int = 0  # processes preparing augmented copies (0: one per core)
-    # The head's interior beat the whole head on validation and on a white background (docs/model.md).
+    # The whole head beat its interior on validation (docs/model.md, "How this recipe was chosen").
     intensity_reference: str = INTENSITY_REFERENCE
 
     def to_dict(self) -> dict:

@@ -167,10 +167,10 @@ def test_a_dataset_is_standardised_by_the_reference_it_was_loaded_with(tmp_path)
 def test_a_recipe_names_its_reference_and_older_cards_mean_the_whole_head():
     from ml.train import TrainConfig
 
-    card = {"hyperparameters": {**TrainConfig().to_dict(), "image_size": 128}}
-    assert TrainConfig.from_card(card).intensity_reference == TrainConfig().intensity_reference == "interior"
+    card = {"hyperparameters": {**TrainConfig(intensity_reference="interior").to_dict(), "image_size": 128}}
+    assert TrainConfig.from_card(card).intensity_reference == "interior"
     del card["hyperparameters"]["intensity_reference"]
-    assert TrainConfig.from_card(card).intensity_reference == "head"
+    assert TrainConfig.from_card(card).intensity_reference == "head" == TrainConfig().intensity_reference
 
 
 def test_a_recipes_fingerprint_does_not_depend_on_how_its_folders_are_spelled(tmp_path, monkeypatch):

@@ -20,9 +20,9 @@ def volume_dataset() -> Dataset:
     for subject in ("P1", "P2"):
         for position in range(1, 21):
             tumor = 8 <= position <= 12
-            samples.append(Sample(Path(f"volumes/{subject}-{position}.png"), int(tumor), "tumor" if tumor else "no_tumor",
-                                  source="volumes", subject=subject, institution="XX", sequence="flair",
-                                  slice_index=position))
+            samples.append(Sample(Path(f"volumes/{subject}-{position}.png"), int(tumor),
+                                  "tumor" if tumor else "no_tumor", source="volumes", subject=subject,
+                                  institution="XX", sequence="flair", slice_index=position))
             lesion.append(0.05 - 0.02 * abs(position - 10) if tumor else 0.0)  # 1%, 3%, 5%, 3%, 1%
     for position in range(1, 4):
         samples.append(Sample(Path(f"volumes/P1-t1-{position}.png"), 0, "no_tumor", source="volumes", subject="P1",

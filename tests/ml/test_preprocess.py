@@ -143,25 +143,29 @@ def test_training_and_serving_give_the_same_tensor_for_the_same_file(tmp_path, t
         np.testing.assert_array_equal(seen[-1][0], training.images[index])
 
 
-def test_a_version_is_served_the_intensities_it_was_trained_on(tiny_model, tmp_path, monkeypatch):
-    """A card that names no reference (cnn-20261207-032957 and before) was trained on the whole head's
-    percentiles, and is served them."""
+@pytest.mark.parametrize("recorded,served", [("interior", "interior"), ("head", "head"), (None, "head")])
+def test_a_version_is_served_the_intensities_it_was_trained_on(tiny_model, tmp_path, monkeypatch, recorded, served):
+    """The predictor prepares slices by the reference the card names; a card that names none
+    (cnn-20261207-032957 and before) was trained on the whole head's percentiles."""
     _, version = tiny_model
-    older = ModelVersion(version.name, tmp_path / version.name)
-    shutil.copytree(version.path, older.path)
+    copy = ModelVersion(version.name, tmp_path / version.name)
+    shutil.copytree(version.path, copy.path)
     card = version.card
-    del card["hyperparameters"]["intensity_reference"]
-    (older.path / "card.json").write_text(json.dumps(card))
-    predictor = Predictor(older)
-    assert predictor.intensity_reference == "head"
+    card["hyperparameters"]["intensity_reference"] = recorded
+    if recorded is None:
+        del card["hyperparameters"]["intensity_reference"]
+    (copy.path / "card.json").write_text(json.dumps(card))
+    predictor = Predictor(copy)
+    assert predictor.intensity_reference == served
     seen = []
     original = predictor.network
     monkeypatch.setattr(predictor, "network", lambda batch: (seen.append(batch.copy()), original(batch))[1])
     phantom = make_phantom(4, True)
     gray = np.where(phantom < 0.02, 1.0, phantom).astype(np.float32)
     predictor.assess([gray], with_features=False)
-    np.testing.assert_array_equal(seen[0][0], prepare(gray, predictor.image_size, "head").tensor)
-    assert not np.array_equal(seen[0][0], prepare(gray, predictor.image_size, "interior").tensor)
+    other = {"head": "interior", "interior": "head"}[served]
+    np.testing.assert_array_equal(seen[0][0], prepare(gray, predictor.image_size, served).tensor)
+    assert not np.array_equal(seen[0][0], prepare(gray, predictor.image_size, other).tensor)
 
 
 def test_the_stored_slice_is_what_the_model_sees():

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.model import DEFAULT_WIDTHS
+from ml.preprocess import INTENSITY_REFERENCES
 from ml.registry import EXTERNAL_FOLDER
 from ml.train import TrainConfig
 
@@ -47,6 +48,11 @@ class Command(BaseCommand):
                             help="Spatial dropout before the map head (0 to below 1)")
         parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
                             help="AdamW's decoupled weight decay (Keras multiplies it by the learning rate)")
+        parser.add_argument("--cell-weight", type=float, default=TrainConfig.cell_weight,
+                            help="Weight of the map's loss against the tumor masks, beside the slice's loss")
+        parser.add_argument("--intensity-reference", choices=INTENSITY_REFERENCES,
+                            default=TrainConfig.intensity_reference,
+                            help="Standardise intensities by percentiles of the whole head or of its interior")
         parser.add_argument("--gate-epochs", type=int, default=None,
                             help="Epochs of the quality gate's learned check (default: the recipe's)")
         parser.add_argument("--gate-negatives-per-kind", type=int, default=None,
@@ -74,11 +80,14 @@ class Command(BaseCommand):
             raise CommandError("--epochs, --variants, --gate-epochs and --gate-negatives-per-kind must be at least 1")
         if not 0 <= options["dropout"] < 1:
             raise CommandError(f"--dropout must be from 0 to below 1, not {options['dropout']}")
-        if options["weight_decay"] < 0:
-            raise CommandError(f"--weight-decay must be at least 0, not {options['weight_decay']}")
+        for flag in ("weight_decay", "cell_weight"):
+            if options[flag] < 0:
+                raise CommandError(f"--{flag.replace('_', '-')} must be at least 0, not {options[flag]}")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
                              variants=options["variants"], widths=widths, patience=options["patience"],
-                             dropout=options["dropout"], weight_decay=options["weight_decay"], **gate)
+                             dropout=options["dropout"], weight_decay=options["weight_decay"],
+                             cell_weight=options["cell_weight"], intensity_reference=options["intensity_reference"],
+                             **gate)
         registry = options["registry"] or settings.MODEL_DIR
         external_dir = options["external_dir"] or Path(registry) / EXTERNAL_FOLDER
         cache = settings.VAR_DIR / "cache"
