@@ -23,6 +23,7 @@ import numpy as np
 from analytics import plots
 from ml import evaluate
 from ml.data import class_label
+from ml.figures import position_rows
 from ml.phantoms import make_phantom
 from ml.predictor import Predictor
 from ml.registry import ModelVersion
@@ -288,6 +289,13 @@ def localization(card: Mapping) -> dict | None:
     return (card.get("localization") or {}).get("test")
 
 
+def error_positions(card: Mapping) -> dict:
+    """Where a whole-volume collection's test errors fall; `predates` when the card has volumes but no breakdown."""
+    rows = position_rows(card)
+    by_source = (card.get("metrics") or {}).get("test_by_source") or {}
+    return {"rows": rows, "predates": not rows and any("by_sequence" in entry for entry in by_source.values())}
+
+
 def _family_descriptions(description: str) -> dict[str, str]:
     """The card's description lists each family as "- name: what it simulates;"."""
     return dict(re.findall(r"^- (\w+): (.+?)[;.]?$", description or "", flags=re.MULTILINE))
@@ -383,7 +391,8 @@ def page(card: Mapping, fold_reports: Mapping[str, dict]) -> dict:
         "metric_rows": metric_rows(card), "test_collections": test_collections,
         "collection_parts": [("Test", test_collections), ("Validation", collection_rows(card, "validation"))],
         "threshold": threshold(card), "calibration": calibration(card), "localization": localization(card),
-        "stress": stress(card), "gate": quality_gate(card), "series": series(card), "ablation": ablation(card),
+        "error_positions": error_positions(card), "stress": stress(card), "gate": quality_gate(card),
+        "series": series(card), "ablation": ablation(card),
     }
 
 

@@ -27,11 +27,13 @@ def _number(value, digits: int = 3) -> str:
 
 
 def _with_ci(result: Mapping, key: str) -> str:
-    interval = (result.get("ci95") or {}).get(key)
-    value = _number(result.get(key))
+    return _value_and_interval(result.get(key), (result.get("ci95") or {}).get(key))
+
+
+def _value_and_interval(value, interval) -> str:
     if not interval or None in interval:
-        return value
-    return f"{value} [{interval[0]:.3f}, {interval[1]:.3f}]"
+        return _number(value)
+    return f"{_number(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -158,15 +160,10 @@ def external(card: Mapping, folder: Path) -> str:
 
 def errors_by_position(card: Mapping) -> str:
     """Where a whole-volume collection's errors fall (cards from before this breakdown have none)."""
-    rows = []
-    for source, entry in card["metrics"].get("test_by_source", {}).items():
-        found = entry.get("errors_by_position")
-        for name, result in (found or {}).get("no_tumor_by_slices_to_lesion", {}).items():
-            rows.append([f"{source} no-tumor slices, {name} slices from the lesion", str(result["n"]),
-                         "specificity " + _with_ci(result, "specificity")])
-        for name, result in (found or {}).get("tumor_by_lesion_share", {}).items():
-            rows.append([f"{source} tumor slices, lesion {name} of the input", str(result["n"]),
-                         "sensitivity " + _with_ci(result, "sensitivity")])
+    from ml.figures import position_rows
+
+    rows = [[f"{row['collection']} {row['slices']}", str(row["n"]),
+             f"{row['measure']} {_value_and_interval(row['value'], row['ci95'])}"] for row in position_rows(card)]
     if not rows:
         volumes = [name for name, entry in card["metrics"].get("test_by_source", {}).items() if "by_sequence" in entry]
         return ("This card predates the breakdown by position (trained before it was written)." if volumes

@@ -89,6 +89,21 @@ def errors_by_position(dataset: Dataset, index: np.ndarray, scores: np.ndarray, 
     }
 
 
+def position_rows(card: dict) -> list[dict]:
+    """The card's breakdown by position, one row per bin, for the model page and the model report."""
+    rows = []
+    for source, entry in card.get("metrics", {}).get("test_by_source", {}).items():
+        found = entry.get("errors_by_position") or {}
+        for key, slices, measure in (("no_tumor_by_slices_to_lesion", "no-tumor slices, {} slices from the lesion",
+                                      "specificity"),
+                                     ("tumor_by_lesion_share", "tumor slices, lesion {} of the input", "sensitivity")):
+            for name, result in found.get(key, {}).items():
+                rows.append({"collection": source, "slices": slices.format(name), "n": result["n"],
+                             "measure": measure, "value": result[measure], "ci95": result["ci95"][measure],
+                             "patients": result.get("patients")})
+    return rows
+
+
 def localization(dataset: Dataset, index: np.ndarray, serve, threshold: float) -> dict:
     """Where the evidence lies on the tumor slices of `index` that have a mask, at the image's resolution.
 

@@ -88,3 +88,20 @@ def test_stress_rows_flag_drops_beyond_the_limit():
                                                       "thermal noise"]
     assert suite["empties_as_tumor"] == []
     assert model_report.stress({}) is None
+
+
+def test_error_positions_come_from_the_card_or_say_why_not():
+    card = brain_mri_card(0.99, 0.99, 0.95)
+    assert model_report.error_positions(card) == {"rows": [], "predates": False}  # no whole volumes
+    tcga = {"all": {"n": 10}, "by_sequence": {"flair": {"n": 10}}}
+    card["metrics"]["test_by_source"]["tcga-lgg"] = tcga
+    assert model_report.error_positions(card) == {"rows": [], "predates": True}
+    tcga["errors_by_position"] = {
+        "no_tumor_by_slices_to_lesion": {"1-2": {"n": 160, "specificity": 0.537, "ci95": {"specificity": [0.41, 0.67]},
+                                                 "patients": 14}},
+        "tumor_by_lesion_share": {"<1%": {"n": 90, "sensitivity": 0.533, "ci95": {"sensitivity": [0.31, 0.73]},
+                                          "patients": 13}}}
+    near, small = model_report.error_positions(card)["rows"]
+    assert near == {"collection": "tcga-lgg", "slices": "no-tumor slices, 1-2 slices from the lesion", "n": 160,
+                    "measure": "specificity", "value": 0.537, "ci95": [0.41, 0.67], "patients": 14}
+    assert small["slices"] == "tumor slices, lesion <1% of the input" and small["measure"] == "sensitivity"
