@@ -345,7 +345,8 @@ def _split_summary(experiment: Experiment, config: TrainConfig) -> dict:
                   "stays in training. The collections' own Training/Testing folders are ignored. Every recipe choice "
                   "(architecture, epochs, augmentation, temperature, threshold) was made on validation; the test "
                   "split is scored once, when the card is written.",
-        "seed": config.seed, "fractions": list(config.split_fractions), "summary": summary,
+        "seed": config.seed if config.split_seed is None else config.split_seed,
+        "fractions": list(config.split_fractions), "summary": summary,
         "test_files": [collection_name(dataset, i, experiment.roots) for i in split.test],
         "test_patients": sorted(set(dataset.column("subject")[split.test]) - {""}),
     }

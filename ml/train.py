@@ -49,6 +49,9 @@ class TrainConfig:
     variants: int = 6  # augmented copies of each training slice, one per epoch in turn
     patience: int = 8
     seed: int = 0
+    # Draws the split when set, leaving `seed` to the training's own draws (weights, augmentation, batches),
+    # so that a recipe can be trained again on the very same split to see what the seed alone moves.
+    split_seed: int | None = None
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     target_sensitivity: float = evaluate.TARGET_SENSITIVITY
     gate_epochs: int = 12
@@ -94,7 +97,8 @@ def make_split(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, Split
     # Patients are split by institution (each holds tumor and no-tumor slices); other groups by label.
     strata = np.array([f"{s.source}|{s.institution}" if s.subject else f"{s.source}|{s.label}"
                        for s in dataset.samples], dtype=object)
-    split = grouped_split(dataset.labels, groups, config.split_fractions, seed=config.seed, strata=strata)
+    seed = config.seed if config.split_seed is None else config.split_seed
+    split = grouped_split(dataset.labels, groups, config.split_fractions, seed=seed, strata=strata)
     return groups, split, duplicate_report(groups)
 
 

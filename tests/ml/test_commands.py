@@ -115,15 +115,15 @@ def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys)
     registry = tmp_path / "registry"
     call_command("train_model", "--phantoms", "30", "--epochs", "1", "--variants", "1", "--widths", "4,4,8,8",
                  "--gate-epochs", "1", "--gate-negatives-per-kind", "8", "--dropout", "0.3", "--weight-decay", "0.05",
-                 "--cell-weight", "5", "--intensity-reference", "interior", "--registry", str(registry),
-                 "--no-activate")
+                 "--cell-weight", "5", "--intensity-reference", "interior", "--seed", "3", "--split-seed", "0",
+                 "--registry", str(registry), "--no-activate")
     out = capsys.readouterr().out
     assert "Registered phantom-" in out and "test, phantoms: AUC" in out
     [version] = [p for p in registry.iterdir() if p.is_dir()]
     assert not (registry / "ACTIVE").exists()
     recipe = json.loads((version / "card.json").read_text())["hyperparameters"]
     assert (recipe["dropout"], recipe["weight_decay"], recipe["cell_weight"]) == (0.3, 0.05, 5.0)
-    assert recipe["intensity_reference"] == "interior"
+    assert recipe["intensity_reference"] == "interior" and (recipe["seed"], recipe["split_seed"]) == (3, 0)
 
 
 def test_train_model_refuses_bad_input_clearly(tmp_path):

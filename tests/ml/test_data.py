@@ -188,6 +188,20 @@ def test_a_recipes_fingerprint_does_not_depend_on_how_its_folders_are_spelled(tm
     assert recipe_fingerprint(TrainConfig(dropout=0.3), prepare_experiment([folder], config, verbose=0)) != absolute
 
 
+def test_a_split_seed_keeps_the_split_while_the_training_seed_changes(tmp_path):
+    from ml.phantoms import write_phantom_folder
+    from ml.train import TrainConfig, make_split
+
+    dataset = load_dataset(write_phantom_folder(tmp_path, per_class=20, seed=6), size=32)
+
+    def split(**seeds):
+        _, found, _ = make_split(dataset, TrainConfig(**seeds))
+        return [list(part) for part in (found.train, found.validation, found.test)]
+
+    assert split(seed=1, split_seed=0) == split(seed=0) != split(seed=1)
+    assert TrainConfig.from_card({"hyperparameters": TrainConfig(seed=1, split_seed=0).to_dict()}).split_seed == 0
+
+
 def test_training_refuses_images_standardised_otherwise_than_its_recipe(tmp_path):
     from ml.phantoms import write_phantom_folder
     from ml.train import TrainConfig, fit, make_split

@@ -38,6 +38,8 @@ class Command(BaseCommand):
                             help="Train a demo model on N synthetic phantoms per class instead of real data")
         parser.add_argument("--epochs", type=int, default=30)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--split-seed", type=int, default=None,
+                            help="Seed of the split alone (default: --seed), to train again on the same split")
         parser.add_argument("--no-augment", action="store_true", help="Train without acquisition-shift augmentation")
         parser.add_argument("--variants", type=int, default=6,
                             help="Augmented copies of each training slice, used one per epoch in turn")
@@ -83,7 +85,8 @@ class Command(BaseCommand):
         for flag in ("weight_decay", "cell_weight"):
             if options[flag] < 0:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 0, not {options[flag]}")
-        config = TrainConfig(epochs=options["epochs"], seed=options["seed"], augment=not options["no_augment"],
+        config = TrainConfig(epochs=options["epochs"], seed=options["seed"], split_seed=options["split_seed"],
+                             augment=not options["no_augment"],
                              variants=options["variants"], widths=widths, patience=options["patience"],
                              dropout=options["dropout"], weight_decay=options["weight_decay"],
                              cell_weight=options["cell_weight"], intensity_reference=options["intensity_reference"],
