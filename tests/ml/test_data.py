@@ -206,7 +206,7 @@ def test_training_refuses_images_standardised_otherwise_than_its_recipe(tmp_path
     from ml.phantoms import write_phantom_folder
     from ml.train import TrainConfig, fit, make_split
 
-    dataset = load_dataset(write_phantom_folder(tmp_path, per_class=6, seed=4), size=32, reference="head")
+    dataset = load_dataset(write_phantom_folder(tmp_path, per_class=6, seed=4), size=32, reference="interior")
     config = TrainConfig(epochs=1)
     _, split, _ = make_split(dataset, config)
     with pytest.raises(ValueError, match="reference"):
