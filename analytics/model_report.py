@@ -290,10 +290,9 @@ def localization(card: Mapping) -> dict | None:
 
 
 def error_positions(card: Mapping) -> dict:
-    """Where a whole-volume collection's test errors fall; `predates` when the card has volumes but no breakdown."""
-    rows = position_rows(card)
-    by_source = (card.get("metrics") or {}).get("test_by_source") or {}
-    return {"rows": rows, "predates": not rows and any("by_sequence" in entry for entry in by_source.values())}
+    """Where a whole-volume collection's test errors fall; with no rows, why not."""
+    rows, why_none = position_rows(card)
+    return {"rows": rows, "why_none": why_none}
 
 
 def _family_descriptions(description: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from ml.figures import position_rows
 from ml.registry import EXTERNAL_FOLDER, ModelRegistry
 
 BEGIN = "<!-- card figures: begin (python -m ml.card_markdown; do not edit by hand) -->"
@@ -160,14 +161,11 @@ def external(card: Mapping, folder: Path) -> str:
 
 def errors_by_position(card: Mapping) -> str:
     """Where a whole-volume collection's errors fall (cards from before this breakdown have none)."""
-    from ml.figures import position_rows
-
+    found, why_none = position_rows(card)
+    if not found:
+        return why_none
     rows = [[f"{row['collection']} {row['slices']}", str(row["n"]),
-             f"{row['measure']} {_value_and_interval(row['value'], row['ci95'])}"] for row in position_rows(card)]
-    if not rows:
-        volumes = [name for name, entry in card["metrics"].get("test_by_source", {}).items() if "by_sequence" in entry]
-        return ("This card predates the breakdown by position (trained before it was written)." if volumes
-                else "No collection of whole volumes on the test split.")
+             f"{row['measure']} {_value_and_interval(row['value'], row['ci95'])}"] for row in found]
     return _table(["Test slices", "n", "At the served threshold [95% CI]"], rows)
 
 

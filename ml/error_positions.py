@@ -18,8 +18,8 @@ import numpy as np
 
 from ml.data import Dataset, collection_name, load_dataset
 from ml.figures import errors_by_position
-from ml.registry import ModelRegistry
-from ml.train import TrainConfig
+from ml.preprocess import recorded_reference
+from ml.registry import ModelRegistry, RegistryError
 
 
 def recorded_errors_by_position(card: Mapping, dataset: Dataset, roots: list[Path]) -> dict:
@@ -45,12 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", action="append", required=True, type=Path, help="a collection (repeat)")
     parser.add_argument("--cache", type=Path, default=Path("var/cache"), help="preprocessed-dataset cache folder")
     args = parser.parse_args(argv)
-    version = ModelRegistry(args.version.parent).get(args.version.name)
-    card = version.card
-    dataset = load_dataset(args.data, int(card["hyperparameters"]["image_size"]), cache_dir=args.cache,
-                           reference=TrainConfig.from_card(card).intensity_reference)
+    try:
+        version = ModelRegistry(args.version.parent).get(args.version.name)
+        card = version.card
+        dataset = load_dataset(args.data, int(card["hyperparameters"]["image_size"]), cache_dir=args.cache,
+                               reference=recorded_reference(card["hyperparameters"]))
+        found = recorded_errors_by_position(card, dataset, args.data)
+    except (RegistryError, ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
     print(json.dumps({"version": version.name, "threshold": card["threshold"]["value"],
-                      "errors_by_position": recorded_errors_by_position(card, dataset, args.data)}, indent=2))
+                      "errors_by_position": found}, indent=2))
 
 
 if __name__ == "__main__":

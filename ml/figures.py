@@ -89,8 +89,14 @@ def errors_by_position(dataset: Dataset, index: np.ndarray, scores: np.ndarray, 
     }
 
 
-def position_rows(card: dict) -> list[dict]:
-    """The card's breakdown by position, one row per bin, for the model page and the model report."""
+POSITIONS_PREDATE = ("This card predates the breakdown by position; `python -m ml.error_positions` computes it "
+                     "from the card's recorded test scores.")
+NO_VOLUMES = "No collection of whole volumes on the test split."
+
+
+def position_rows(card: dict) -> tuple[list[dict], str]:
+    """The card's breakdown by position, one row per bin, for the model page and the model report; with no rows,
+    the reason why."""
     rows = []
     for source, entry in card.get("metrics", {}).get("test_by_source", {}).items():
         found = entry.get("errors_by_position") or {}
@@ -101,7 +107,8 @@ def position_rows(card: dict) -> list[dict]:
                 rows.append({"collection": source, "slices": slices.format(name), "n": result["n"],
                              "measure": measure, "value": result[measure], "ci95": result["ci95"][measure],
                              "patients": result.get("patients")})
-    return rows
+    volumes = any("by_sequence" in entry for entry in card.get("metrics", {}).get("test_by_source", {}).values())
+    return rows, "" if rows else POSITIONS_PREDATE if volumes else NO_VOLUMES
 
 
 def localization(dataset: Dataset, index: np.ndarray, serve, threshold: float) -> dict:

@@ -18,7 +18,7 @@ from ml import explain
 from ml.gate import OK, Decision, Gate, check_statistics
 from ml.feature_model import contributions, feature_probability
 from ml.features import FEATURE_NAMES, texture_features
-from ml.preprocess import Prepared, prepare
+from ml.preprocess import Prepared, prepare, recorded_reference
 from ml.registry import ModelVersion
 
 TUMOR, NO_TUMOR = "tumor", "no_tumor"
@@ -62,8 +62,7 @@ class Predictor:
         self.sha256 = card["sha256"][self.serving["file"]]
         self.threshold = float(card["threshold"]["value"])
         self.image_size = int(card["hyperparameters"]["image_size"])
-        # Versions trained before the reference was recorded scaled by the whole head.
-        self.intensity_reference = card["hyperparameters"].get("intensity_reference", "head")
+        self.intensity_reference = recorded_reference(card["hyperparameters"])
         self.feature_model = card.get("feature_model")
         # A series' result: the highest mean over this many consecutive slices (chosen on validation volumes).
         self.series_window = int((card.get("series") or {}).get("window", 1))

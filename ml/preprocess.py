@@ -42,6 +42,11 @@ HEAD_PERCENTILES = (1.0, 99.0)
 INTENSITY_REFERENCES = ("head", "interior")
 INTENSITY_REFERENCE = "head"
 INTERIOR_EROSION = 2
+
+
+def recorded_reference(hyperparameters) -> str:
+    """The intensity reference a card's hyperparameters name; cards from before the setting mean the whole head."""
+    return hyperparameters.get("intensity_reference", "head")
 # The head's 99th percentile maps to this value, not 1, so brighter structure (a FLAIR lesion can be the
 # brightest tissue of a slice) keeps its contrast instead of being clipped.
 BRIGHT_LEVEL = 0.75

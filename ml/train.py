@@ -27,7 +27,7 @@ from ml.data import Dataset  # noqa: E402
 from ml.examples import augmented_example, pool_map  # noqa: E402
 from ml.dedup import Split, duplicate_report, grouped_split, near_duplicate_groups  # noqa: E402
 from ml.model import DECODER_WIDTH, DEFAULT_WIDTHS, SHARPNESS, build_network, build_serving_model, build_trainer  # noqa: E402
-from ml.preprocess import INTENSITY_REFERENCE  # noqa: E402
+from ml.preprocess import INTENSITY_REFERENCE, recorded_reference  # noqa: E402
 
 POSITIVE_CELL_WEIGHT = 4.0  # tumor cells are few: each counts this much more than a normal one
 EMPTY_SHARE = 0.02  # images with no head (blank, uniform, noise), taught as no tumor
@@ -57,7 +57,8 @@ class TrainConfig:
     gate_epochs: int = 12
     gate_negatives_per_kind: int = 750  # of the quality gate's made negatives (ml.gate_training)
     workers: int = 0  # processes preparing augmented copies (0: one per core)
-    # The whole head beat its interior on validation (docs/model.md, "How this recipe was chosen").
+    # The whole head beat its interior on validation, by less than the training seed alone moves it
+    # (docs/model.md, "How this recipe was chosen").
     intensity_reference: str = INTENSITY_REFERENCE
 
     def to_dict(self) -> dict:
@@ -70,7 +71,7 @@ class TrainConfig:
         names = {item.name for item in fields(cls)}
         values = {key: tuple(value) if isinstance(value, list) else value
                   for key, value in card["hyperparameters"].items() if key in names}
-        values.setdefault("intensity_reference", "head")  # cards that name none were trained on the whole head
+        values["intensity_reference"] = recorded_reference(card["hyperparameters"])
         return cls(**{**values, **changes})
 
 

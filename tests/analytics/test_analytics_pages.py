@@ -108,7 +108,7 @@ def test_report_is_asked_of_a_worker_then_shows_its_figures(client_a, served_mod
     for text in ("Targets", "Performance on held-out data", "Calibration", "Where the evidence lies",
                  "Stress suite", "Quality gate", "External validation", "Series rule", "build_learning_curve",
                  "Sensitivity and specificity per perturbation family", "Where the errors fall",
-                 "Not measured: the test split holds no whole volumes."):  # phantoms are single slices
+                 "No collection of whole volumes on the test split."):  # phantoms are single slices
         assert text in html, text
     assert ModelReport.objects.count() == 1
     for url in set(figure_urls(html)):

@@ -3,6 +3,7 @@
 import pytest
 
 from analytics import model_report
+from ml import figures
 
 pytestmark = pytest.mark.no_db
 
@@ -92,10 +93,10 @@ def test_stress_rows_flag_drops_beyond_the_limit():
 
 def test_error_positions_come_from_the_card_or_say_why_not():
     card = brain_mri_card(0.99, 0.99, 0.95)
-    assert model_report.error_positions(card) == {"rows": [], "predates": False}  # no whole volumes
+    assert model_report.error_positions(card) == {"rows": [], "why_none": figures.NO_VOLUMES}
     tcga = {"all": {"n": 10}, "by_sequence": {"flair": {"n": 10}}}
     card["metrics"]["test_by_source"]["tcga-lgg"] = tcga
-    assert model_report.error_positions(card) == {"rows": [], "predates": True}
+    assert model_report.error_positions(card) == {"rows": [], "why_none": figures.POSITIONS_PREDATE}
     tcga["errors_by_position"] = {
         "no_tumor_by_slices_to_lesion": {"1-2": {"n": 160, "specificity": 0.537, "ci95": {"specificity": [0.41, 0.67]},
                                                  "patients": 14}},

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import card_markdown
+from ml import card_markdown, figures
 from ml.registry import EXTERNAL_FOLDER, ModelRegistry
 
 pytestmark = pytest.mark.no_db
@@ -26,7 +26,7 @@ def test_every_table_row_has_the_header_width(tiny_model):
     text = card_markdown.figures_markdown(card, Path("/nonexistent"))
     assert "No external validation fold of this recipe has finished yet." in text
     assert "The card records no tumor slices with a mask on the test split." in text  # phantoms have no masks
-    assert "No collection of whole volumes on the test split." in text
+    assert figures.NO_VOLUMES in text
     tables = [[line for line in section.splitlines() if line.startswith("|")] for section in text.split("###")[1:]]
     assert sum(bool(rows) for rows in tables) >= 6
     for rows in tables:

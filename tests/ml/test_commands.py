@@ -138,7 +138,8 @@ def test_train_model_refuses_bad_input_clearly(tmp_path):
     for flag, value, reason in (("--dropout", "1", "from 0 to below 1, not 1.0"),
                                 ("--dropout", "-0.1", "from 0 to below 1, not -0.1"),
                                 ("--weight-decay", "-1", "at least 0, not -1.0"),
-                                ("--cell-weight", "-2", "at least 0, not -2.0")):
+                                ("--cell-weight", "-2", "at least 0, not -2.0"),
+                                ("--split-seed", "-1", "at least 0, not -1")):
         with pytest.raises(CommandError, match=f"{flag} must be {reason}"):
             call_command("train_model", "--data", str(folder), flag, value)
     with pytest.raises(CommandError, match="No slices of institution"):

@@ -83,3 +83,13 @@ def test_a_version_trained_before_the_breakdown_gets_it_from_its_recorded_test_s
     card["split"]["test_files"][3] = "volumes/elsewhere.png"
     with pytest.raises(ValueError, match="1 of the card's 22 test files are not in these collections"):
         recorded_errors_by_position(card, dataset, [Path("volumes")])
+
+
+def test_the_command_names_a_missing_version_or_folder_without_a_traceback(tmp_path, capsys):
+    from ml.error_positions import main
+
+    for argv, message in ((["models/no-such-version", "--data", str(tmp_path)], "No model version 'no-such-version'"),
+                          (["models/cnn-20261207-032957", "--data", str(tmp_path / "absent")], "absent")):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -82,8 +82,8 @@ class Command(BaseCommand):
             raise CommandError("--epochs, --variants, --gate-epochs and --gate-negatives-per-kind must be at least 1")
         if not 0 <= options["dropout"] < 1:
             raise CommandError(f"--dropout must be from 0 to below 1, not {options['dropout']}")
-        for flag in ("weight_decay", "cell_weight"):
-            if options[flag] < 0:
+        for flag in ("seed", "split_seed", "weight_decay", "cell_weight"):
+            if options[flag] is not None and options[flag] < 0:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 0, not {options[flag]}")
         config = TrainConfig(epochs=options["epochs"], seed=options["seed"], split_seed=options["split_seed"],
                              augment=not options["no_augment"],
