@@ -89,7 +89,7 @@ def errors_by_position(dataset: Dataset, index: np.ndarray, scores: np.ndarray, 
     }
 
 
-POSITIONS_PREDATE = ("This card predates the breakdown by position; `python -m ml.error_positions` computes it "
+POSITIONS_PREDATE = ("This card predates the breakdown by position; python -m ml.error_positions computes it "
                      "from the card's recorded test scores.")
 NO_VOLUMES = "No collection of whole volumes on the test split."
 
