@@ -76,8 +76,7 @@ def prepare_experiment(data_dirs: list[str | Path], config: TrainConfig, cache_d
 def recipe_fingerprint(config: TrainConfig, experiment: Experiment) -> str:
     """Identifies a recipe on given data: the configuration (but the epochs a fold may shorten) and the files,
     named inside their collections (brain-mri/Training/...), so `--data ../shared/x` and `--data /abs/x` agree."""
-    recipe = {key: value for key, value in config.to_dict().items() if key not in ("epochs", "patience", "workers")}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=list).encode())
+    digest = hashlib.sha256(json.dumps(config.recipe_settings(), sort_keys=True, default=list).encode())
     for index in range(len(experiment.dataset)):
         digest.update(collection_name(experiment.dataset, index, experiment.roots).encode())
     return digest.hexdigest()[:16]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 import numpy as np
 
@@ -60,9 +61,24 @@ class TrainConfig:
     # The whole head beat its interior on validation, by less than the training seed alone moves it
     # (docs/model.md, "How this recipe was chosen").
     intensity_reference: str = INTENSITY_REFERENCE
+    # Momentum of an exponential moving average of the weights; each epoch validates the average, and the
+    # kept epoch's average is what is served. 0 trains without one.
+    weight_average: float = 0.0
+
+    # Settings added after recipes were fingerprinted, with the value those recipes had: the fingerprint names
+    # them only when they differ, so a new setting leaves the fingerprints of committed folds as they were.
+    LATER_SETTINGS: ClassVar[dict] = {"split_seed": None, "intensity_reference": "head", "weight_average": 0.0}
+    # What a fold may change without becoming another recipe.
+    NOT_RECIPE: ClassVar[tuple] = ("epochs", "patience", "workers")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def recipe_settings(self) -> dict:
+        """The settings a recipe's fingerprint hashes."""
+        unset = object()
+        return {key: value for key, value in self.to_dict().items()
+                if key not in self.NOT_RECIPE and value != self.LATER_SETTINGS.get(key, unset)}
 
     @classmethod
     def from_card(cls, card: dict, **changes) -> "TrainConfig":
@@ -236,6 +252,7 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
         optimizer=keras.optimizers.AdamW(
             keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02),
             weight_decay=config.weight_decay,
+            use_ema=config.weight_average > 0, ema_momentum=config.weight_average or 0.99,
         ),
         loss={"logit": keras.losses.BinaryCrossentropy(from_logits=True), "cells": cell_loss},
         loss_weights={"logit": 1.0, "cells": config.cell_weight},
@@ -243,7 +260,9 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
     validation = split.validation
     keep = KeepBest(network, dataset.images[validation], dataset.labels[validation],
                     dataset.column("source")[validation], config.patience, verbose)
-    trainer.fit(batches, epochs=config.epochs, callbacks=[keep], verbose=2 if verbose else 0)
+    # SwapEMAWeights goes first, so that KeepBest validates and keeps the average, not the raw weights.
+    average = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.weight_average > 0 else []
+    trainer.fit(batches, epochs=config.epochs, callbacks=[*average, keep], verbose=2 if verbose else 0)
     network.set_weights(keep.best_weights)
     seconds = time.perf_counter() - started
     return calibrate(network, dataset, split, config, keep.rows, keep.best_epoch, seconds)
