@@ -41,15 +41,16 @@ HEAD_PERCENTILES = (1.0, 99.0)
 # (docs/model.md). A model's card names its reference (none named: "head"), and the predictor uses it.
 INTENSITY_REFERENCES = ("head", "interior")
 INTENSITY_REFERENCE = "head"
+UNRECORDED_REFERENCE = "head"  # what cards from before the setting were trained with
 INTERIOR_EROSION = 2
-
-
-def recorded_reference(hyperparameters) -> str:
-    """The intensity reference a card's hyperparameters name; cards from before the setting mean the whole head."""
-    return hyperparameters.get("intensity_reference", "head")
 # The head's 99th percentile maps to this value, not 1, so brighter structure (a FLAIR lesion can be the
 # brightest tissue of a slice) keeps its contrast instead of being clipped.
 BRIGHT_LEVEL = 0.75
+
+
+def recorded_reference(hyperparameters) -> str:
+    """The intensity reference a card's hyperparameters name."""
+    return hyperparameters.get("intensity_reference", UNRECORDED_REFERENCE)
 
 
 class Box(NamedTuple):

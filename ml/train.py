@@ -28,7 +28,7 @@ from ml.data import Dataset  # noqa: E402
 from ml.examples import augmented_example, pool_map  # noqa: E402
 from ml.dedup import Split, duplicate_report, grouped_split, near_duplicate_groups  # noqa: E402
 from ml.model import DECODER_WIDTH, DEFAULT_WIDTHS, SHARPNESS, build_network, build_serving_model, build_trainer  # noqa: E402
-from ml.preprocess import INTENSITY_REFERENCE, recorded_reference  # noqa: E402
+from ml.preprocess import INTENSITY_REFERENCE, UNRECORDED_REFERENCE, recorded_reference  # noqa: E402
 
 POSITIVE_CELL_WEIGHT = 4.0  # tumor cells are few: each counts this much more than a normal one
 EMPTY_SHARE = 0.02  # images with no head (blank, uniform, noise), taught as no tumor
@@ -69,7 +69,8 @@ class TrainConfig:
 
     # Settings added after recipes were fingerprinted, with the value those recipes had: the fingerprint names
     # them only when they differ, so a new setting leaves the fingerprints of committed folds as they were.
-    LATER_SETTINGS: ClassVar[dict] = {"split_seed": None, "intensity_reference": "head", "weight_average": 0.0}
+    LATER_SETTINGS: ClassVar[dict] = {"split_seed": None, "intensity_reference": UNRECORDED_REFERENCE,
+                                      "weight_average": 0.0}
     # What a fold may change without becoming another recipe.
     NOT_RECIPE: ClassVar[tuple] = ("epochs", "patience", "workers")
 
@@ -254,7 +255,7 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
         optimizer=keras.optimizers.AdamW(
             keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02),
             weight_decay=config.weight_decay,
-            use_ema=config.weight_average > 0, ema_momentum=config.weight_average or 0.99,
+            use_ema=config.weight_average > 0, ema_momentum=config.weight_average,
         ),
         loss={"logit": keras.losses.BinaryCrossentropy(from_logits=True), "cells": cell_loss},
         loss_weights={"logit": 1.0, "cells": config.cell_weight},
