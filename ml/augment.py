@@ -8,6 +8,10 @@ through the same geometry. Every draw comes from the generator passed in, so a s
 The families: mirror, rotation, zoom and shift; field of view and borders (a cut head, a raised
 background, a frame); bias field; gamma and windowing; blur and down-sampling; Rician noise.
 The stress suite (ml.stress) uses other families, so it measures robustness to shifts not trained on.
+
+A transplant (off by default) is not an acquisition shift: it moves a lesion, with its mask, from one
+patient's slice into another patient's no-tumor slice of the same sequence, so that the only thing
+telling the two slices apart is the lesion itself.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ml.preprocess import resize
+from ml.preprocess import HEAD_PERCENTILES, head_mask, resize
+
+MIN_LESION_INSIDE = 0.9  # a transplanted lesion must lie this much inside the recipient's head
 
 
 def geometry(gray: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator):
@@ -94,6 +100,27 @@ def augment(gray: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator)
         if rng.random() < rate:
             gray = transform(gray, rng)
     return np.clip(gray, 0.0, 1.0).astype(np.float32), mask
+
+
+def transplant(gray: np.ndarray, donor: np.ndarray, donor_mask: np.ndarray, rng: np.random.Generator):
+    """The donor's lesion set into `gray` where it lay in the donor (mirrored half the time), its intensities
+    carried over head to head by the heads' percentiles, its edge feathered over a pixel or two.
+    Returns (image, lesion mask in [0, 1]), or None where the lesion would not lie inside the head."""
+    if donor.shape != gray.shape:
+        donor = resize(donor, gray.shape[::-1])
+        donor_mask = resize(donor_mask.astype(np.float32), gray.shape[::-1])
+    lesion = donor_mask > 0.5
+    if rng.random() < 0.5:
+        donor, lesion = donor[:, ::-1], lesion[:, ::-1]
+    head, donor_head = head_mask(gray), head_mask(donor)
+    if not lesion.any() or not donor_head.any() or np.mean(head[lesion]) < MIN_LESION_INSIDE:
+        return None
+    low, high = np.percentile(gray[head], HEAD_PERCENTILES)
+    donor_low, donor_high = np.percentile(donor[donor_head], HEAD_PERCENTILES)
+    carried = low + (donor - donor_low) * (high - low) / max(donor_high - donor_low, 1e-6)
+    blend = np.clip(ndimage.gaussian_filter(ndimage.binary_dilation(lesion).astype(np.float32), 1.0), 0.0, 1.0)
+    image = gray * (1 - blend) + np.clip(carried, 0.0, 1.0) * blend
+    return image.astype(np.float32), (lesion & head).astype(np.float32)
 
 
 def empty_slice(rng: np.random.Generator, size: int = 224) -> np.ndarray:

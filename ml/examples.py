@@ -14,7 +14,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from ml.augment import augment
+from ml.augment import augment, transplant
 from ml.data import Sample, read_mask
 from ml.gate import gate_input
 from ml.imaging import read_image
@@ -38,17 +38,24 @@ def _shutdown() -> None:
         pool.shutdown(cancel_futures=True)
 
 
-def augmented_example(job: tuple[Sample, int, str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sample, image size, intensity reference, seed key) -> one augmented acquisition, preprocessed, and its
-    cell targets."""
-    sample, size, reference, key = job
+def augmented_example(job: tuple[Sample, int, str, tuple[int, ...], Sample | None]
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sample, image size, intensity reference, seed key, lesion donor or None) -> one augmented acquisition,
+    preprocessed, its cell targets and its label: a tumor when the donor's lesion was transplanted into it."""
+    sample, size, reference, key, donor = job
     rng = np.random.default_rng(key)
+    gray = read_image(sample.path)
     mask = read_mask(sample.mask).astype(np.float32) if sample.mask is not None else None
-    gray, mask = augment(read_image(sample.path), mask, rng)
+    label = sample.label
+    if donor is not None:
+        moved = transplant(gray, read_image(donor.path), read_mask(donor.mask), rng)
+        if moved is not None:
+            (gray, mask), label = moved, 1
+    gray, mask = augment(gray, mask, rng)
     prepared = prepare(gray, size, reference)
     side = size // MAP_STRIDE
     cells = crop_like(mask, prepared, side) if mask is not None else np.zeros((side, side), np.float32)
-    return prepared.tensor.astype(np.float16), cells.astype(np.float16)
+    return prepared.tensor.astype(np.float16), cells.astype(np.float16), label
 
 
 def gate_positive(job: tuple[Sample, str, tuple[int, ...], bool]) -> np.ndarray:

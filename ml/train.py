@@ -31,6 +31,7 @@ from ml.model import DECODER_WIDTH, DEFAULT_WIDTHS, SHARPNESS, build_network, bu
 from ml.preprocess import INTENSITY_REFERENCE, UNRECORDED_REFERENCE, recorded_reference  # noqa: E402
 
 POSITIVE_CELL_WEIGHT = 4.0  # tumor cells are few: each counts this much more than a normal one
+LEVEL_TOLERANCE = 0.05  # of the head's share of the slice, between a lesion's donor and its recipient
 EMPTY_SHARE = 0.02  # images with no head (blank, uniform, noise), taught as no tumor
 
 
@@ -66,11 +67,14 @@ class TrainConfig:
     # kept epoch's average is what is served. 0 trains without one: 0.999 tied the raw weights over two seeds,
     # though its criterion wobbled half as much from epoch to epoch.
     weight_average: float = 0.0
+    # Share of the training's no-tumor slices with a known mask (TCGA-LGG) that receive, in each augmented copy,
+    # a lesion transplanted from another patient's slice of the same sequence (ml.augment.transplant).
+    transplant: float = 0.0
 
     # Settings added after recipes were fingerprinted, with the value those recipes had: the fingerprint names
     # them only when they differ, so a new setting leaves the fingerprints of committed folds as they were.
     LATER_SETTINGS: ClassVar[dict] = {"split_seed": None, "intensity_reference": UNRECORDED_REFERENCE,
-                                      "weight_average": 0.0}
+                                      "weight_average": 0.0, "transplant": 0.0}
     # What a fold may change without becoming another recipe.
     NOT_RECIPE: ClassVar[tuple] = ("epochs", "patience", "workers")
 
@@ -132,11 +136,46 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def augmented_copies(dataset: Dataset, index: np.ndarray, config: TrainConfig, variant: int,
-                     size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented copy of each slice in `index`: images (n, size, size, 1), cells (n, m, m)."""
-    jobs = [(dataset.samples[i], size, dataset.reference, (config.seed, variant, int(i))) for i in index]
+                     size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented copy of each slice in `index`: images (n, size, size, 1), cells (n, m, m), labels (n,)."""
+    donors = lesion_donors(dataset, index, config, variant)
+    jobs = [(dataset.samples[i], size, dataset.reference, (config.seed, variant, int(i)), donors.get(int(i)))
+            for i in index]
     results = pool_map(augmented_example, jobs, config.workers)
-    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+    return (np.stack([r[0] for r in results]), np.stack([r[1] for r in results]),
+            np.array([r[2] for r in results], np.int8))
+
+
+def same_level(donor, recipient) -> bool:
+    """Whether two slices cut the head at about the same level, judged by the share of the slice the head
+    fills (as the collection lists it), so that a lesion is not set into the orbits or the skull base."""
+    if donor.listed_head_fraction is None or recipient.listed_head_fraction is None:
+        return True
+    return abs(donor.listed_head_fraction - recipient.listed_head_fraction) <= LEVEL_TOLERANCE
+
+
+def lesion_donors(dataset: Dataset, index: np.ndarray, config: TrainConfig, variant: int) -> dict:
+    """Recipient row -> donor sample, for the `config.transplant` share of the no-tumor slices in `index` that
+    have a mask: the donor is a tumor slice of `index` with a mask, of the same sequence, another patient and
+    about the same level of the head."""
+    if config.transplant <= 0:
+        return {}
+    rng = np.random.default_rng([config.seed, variant, 11])
+    samples = dataset.samples
+    tumors: dict[str, list[int]] = {}
+    for i in index:
+        if samples[i].label == 1 and samples[i].mask is not None:
+            tumors.setdefault(samples[i].sequence, []).append(int(i))
+    donors = {}
+    for i in index:
+        recipient = samples[i]
+        if recipient.label != 0 or recipient.mask is None or rng.random() >= config.transplant:
+            continue
+        candidates = [j for j in tumors.get(recipient.sequence, [])
+                      if samples[j].subject != recipient.subject and same_level(samples[j], recipient)]
+        if candidates:
+            donors[int(i)] = samples[candidates[rng.integers(len(candidates))]]
+    return donors
 
 
 def empty_images(dataset: Dataset, count: int, seed: int) -> np.ndarray:
@@ -145,32 +184,38 @@ def empty_images(dataset: Dataset, count: int, seed: int) -> np.ndarray:
 
 
 class Batches(keras.utils.PyDataset):
-    """Shuffled batches of one augmented copy per epoch, in turn."""
+    """Shuffled batches of one augmented copy per epoch, in turn. A copy's labels are its own: a transplant
+    makes a tumor slice of a no-tumor one."""
 
-    def __init__(self, copies: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, has_cells: np.ndarray,
+    def __init__(self, copies: list[tuple[np.ndarray, np.ndarray, np.ndarray]], has_cells: np.ndarray,
                  config: TrainConfig, **kwargs):
         super().__init__(**kwargs)
-        self.copies, self.labels, self.has_cells = copies, labels.astype("float32"), has_cells.astype("float32")
-        weights = class_weights(labels)
-        self.slice_weight = np.array([weights[int(label)] for label in labels], "float32")
+        self.copies, self.has_cells = copies, has_cells.astype("float32")
+        self.slice_weights = [slice_weights(labels) for _, _, labels in copies]
         self.batch_size = config.batch_size
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0
-        self.order = self.rng.permutation(len(labels))
+        self.order = self.rng.permutation(len(has_cells))
 
     def __len__(self) -> int:
-        return int(np.ceil(len(self.labels) / self.batch_size))
+        return int(np.ceil(len(self.has_cells) / self.batch_size))
 
     def __getitem__(self, batch: int):
-        images, cells = self.copies[self.epoch % len(self.copies)]
+        turn = self.epoch % len(self.copies)
+        images, cells, labels = self.copies[turn]
         rows = np.sort(self.order[batch * self.batch_size:(batch + 1) * self.batch_size])
-        targets = {"logit": self.labels[rows, None], "cells": cells[rows, ..., None].astype("float32")}
-        weights = {"logit": self.slice_weight[rows], "cells": self.has_cells[rows]}
+        targets = {"logit": labels[rows, None].astype("float32"), "cells": cells[rows, ..., None].astype("float32")}
+        weights = {"logit": self.slice_weights[turn][rows], "cells": self.has_cells[rows]}
         return images[rows].astype("float32"), targets, weights
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
-        self.order = self.rng.permutation(len(self.labels))
+        self.order = self.rng.permutation(len(self.has_cells))
+
+
+def slice_weights(labels: np.ndarray) -> np.ndarray:
+    weights = class_weights(labels)
+    return np.array([weights[int(label)] for label in labels], "float32")
 
 
 def cell_loss(target, logits):
@@ -237,16 +282,19 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
     started = time.perf_counter()
     copies = []
     for variant in range(config.variants if config.augment else 1):
-        images, cells = (augmented_copies(dataset, train, config, variant, size) if config.augment
-                         else (dataset.images[train].astype(np.float16), dataset.cells[train]))
+        images, cells, labels = (augmented_copies(dataset, train, config, variant, size) if config.augment
+                                 else (dataset.images[train].astype(np.float16), dataset.cells[train],
+                                       dataset.labels[train]))
         blank = empty_images(dataset, empties, config.seed + variant)
         copies.append((np.concatenate([images, blank]),
-                       np.concatenate([cells, np.zeros((empties,) + cells.shape[1:], np.float16)])))
+                       np.concatenate([cells, np.zeros((empties,) + cells.shape[1:], np.float16)]),
+                       np.concatenate([labels, np.zeros(empties, np.int8)])))
         if verbose:
-            print(f"augmented copy {variant + 1}: {time.perf_counter() - started:.0f} s", flush=True)
-    labels = np.concatenate([dataset.labels[train], np.zeros(empties, np.int8)])
+            made = int(labels.sum() - dataset.labels[train].sum())
+            print(f"augmented copy {variant + 1}: {time.perf_counter() - started:.0f} s"
+                  + (f", {made} lesions transplanted" if config.transplant else ""), flush=True)
     has_cells = np.concatenate([dataset.has_cells[train], np.ones(empties, bool)])
-    batches = Batches(copies, labels, has_cells, config)
+    batches = Batches(copies, has_cells, config)
 
     network = build_network(size, config.widths, config.decoder_width, config.dropout)
     trainer = build_trainer(network, config.sharpness)

@@ -116,7 +116,7 @@ def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys)
     call_command("train_model", "--phantoms", "30", "--epochs", "1", "--variants", "1", "--widths", "4,4,8,8",
                  "--gate-epochs", "1", "--gate-negatives-per-kind", "8", "--dropout", "0.3", "--weight-decay", "0.05",
                  "--cell-weight", "5", "--intensity-reference", "interior", "--seed", "3", "--split-seed", "0",
-                 "--weight-average", "0.9",
+                 "--weight-average", "0.9", "--transplant", "0.25",
                  "--registry", str(registry), "--no-activate")
     out = capsys.readouterr().out
     assert "Registered phantom-" in out and "test, phantoms: AUC" in out
@@ -125,7 +125,7 @@ def test_train_model_on_phantoms_registers_a_version(settings, tmp_path, capsys)
     recipe = json.loads((version / "card.json").read_text())["hyperparameters"]
     assert (recipe["dropout"], recipe["weight_decay"], recipe["cell_weight"]) == (0.3, 0.05, 5.0)
     assert recipe["intensity_reference"] == "interior" and (recipe["seed"], recipe["split_seed"]) == (3, 0)
-    assert recipe["weight_average"] == 0.9
+    assert recipe["weight_average"] == 0.9 and recipe["transplant"] == 0.25
 
 
 def test_train_model_refuses_bad_input_clearly(tmp_path):
@@ -142,7 +142,8 @@ def test_train_model_refuses_bad_input_clearly(tmp_path):
                                 ("--weight-decay", "-1", "at least 0, not -1.0"),
                                 ("--cell-weight", "-2", "at least 0, not -2.0"),
                                 ("--split-seed", "-1", "at least 0, not -1"),
-                                ("--weight-average", "1", "from 0 to below 1, not 1.0")):
+                                ("--weight-average", "1", "from 0 to below 1, not 1.0"),
+                                ("--transplant", "1.5", "from 0 to 1, not 1.5")):
         with pytest.raises(CommandError, match=f"{flag} must be {reason}"):
             call_command("train_model", "--data", str(folder), flag, value)
     with pytest.raises(CommandError, match="No slices of institution"):

@@ -58,6 +58,9 @@ class Command(BaseCommand):
         parser.add_argument("--weight-average", type=float, default=TrainConfig.weight_average, metavar="MOMENTUM",
                             help="Validate and keep an exponential moving average of the weights with this "
                                  "momentum, e.g. 0.999 (default 0: the raw weights)")
+        parser.add_argument("--transplant", type=float, default=TrainConfig.transplant, metavar="SHARE",
+                            help="Share of the no-tumor slices with a mask that receive, in each augmented copy, a "
+                                 "lesion from another patient's slice of the same sequence (default 0: none)")
         parser.add_argument("--gate-epochs", type=int, default=None,
                             help="Epochs of the quality gate's learned check (default: the recipe's)")
         parser.add_argument("--gate-negatives-per-kind", type=int, default=None,
@@ -87,6 +90,8 @@ class Command(BaseCommand):
             raise CommandError(f"--dropout must be from 0 to below 1, not {options['dropout']}")
         if not 0 <= options["weight_average"] < 1:
             raise CommandError(f"--weight-average must be from 0 to below 1, not {options['weight_average']}")
+        if not 0 <= options["transplant"] <= 1:
+            raise CommandError(f"--transplant must be from 0 to 1, not {options['transplant']}")
         for flag in ("seed", "split_seed", "weight_decay", "cell_weight"):
             if options[flag] is not None and options[flag] < 0:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 0, not {options[flag]}")
@@ -95,7 +100,7 @@ class Command(BaseCommand):
                              variants=options["variants"], widths=widths, patience=options["patience"],
                              dropout=options["dropout"], weight_decay=options["weight_decay"],
                              cell_weight=options["cell_weight"], intensity_reference=options["intensity_reference"],
-                             weight_average=options["weight_average"],
+                             weight_average=options["weight_average"], transplant=options["transplant"],
                              **gate)
         registry = options["registry"] or settings.MODEL_DIR
         external_dir = options["external_dir"] or Path(registry) / EXTERNAL_FOLDER
