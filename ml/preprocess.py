@@ -38,8 +38,10 @@ HEAD_PERCENTILES = (1.0, 99.0)
 # Which pixels the percentiles are read from. "head": the whole mask, as every release was trained.
 # "interior": the mask eroded by INTERIOR_EROSION pixels, so that a white air mixed into the head's edge by the
 # resize does not lift the 99th percentile and darken the head; tried as a recipe and not chosen on validation
-# (docs/model.md). A model's card names its reference (none named: "head"), and the predictor uses it.
-INTENSITY_REFERENCES = ("head", "interior")
+# (docs/model.md). "ranks": each head pixel becomes the share of the head darker than it, so any monotone
+# change of contrast (gamma, window, another scanner's curve) leaves the input as it was.
+# A model's card names its reference (none named: "head"), and the predictor uses it.
+INTENSITY_REFERENCES = ("head", "interior", "ranks")
 INTENSITY_REFERENCE = "head"
 UNRECORDED_REFERENCE = "head"  # what cards from before the setting were trained with
 INTERIOR_EROSION = 2
@@ -204,9 +206,12 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 
 
 def standardise(values: np.ndarray, head: np.ndarray, reference: str = INTENSITY_REFERENCE) -> np.ndarray:
-    """Head intensities to [0, 1] by percentiles of the head (or of its interior); the air stays 0."""
+    """Head intensities to [0, 1] by percentiles of the head (or of its interior), or by their ranks in the head;
+    the air stays 0."""
     if reference not in INTENSITY_REFERENCES:
         raise ValueError(f"unknown intensity reference {reference!r}, expected one of {INTENSITY_REFERENCES}")
+    if reference == "ranks":
+        return head_ranks(values, head)
     region = erode_cross(head, INTERIOR_EROSION) if reference == "interior" else head
     inside = values[region] if np.count_nonzero(region) >= 16 else values[head]  # a sliver of head has no interior
     if inside.size < 16:
@@ -216,6 +221,17 @@ def standardise(values: np.ndarray, head: np.ndarray, reference: str = INTENSITY
         return np.where(head, 0.5, 0.0).astype(np.float32)
     scaled = (values - low) / (high - low) * BRIGHT_LEVEL
     return np.clip(scaled, 0.0, 1.0) * head
+
+
+def head_ranks(values: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Each head pixel's mid-rank among the head's pixels, as a share in (0, 1) (equal values share one rank:
+    a uniform head is 0.5 throughout); the air stays 0."""
+    out = np.zeros(values.shape, np.float32)
+    if np.count_nonzero(head) < 16:
+        return out
+    levels, position, counts = np.unique(values[head], return_inverse=True, return_counts=True)
+    out[head] = ((np.cumsum(counts) - counts / 2) / counts.sum())[position]
+    return out
 
 
 def prepare(gray: np.ndarray, size: int = IMAGE_SIZE, reference: str = INTENSITY_REFERENCE) -> Prepared:

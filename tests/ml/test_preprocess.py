@@ -94,6 +94,26 @@ def test_the_head_interior_sets_the_scale_on_a_white_background():
     assert change["interior"] < 0.05 < 0.1 < change["head"]
 
 
+def test_ranks_leave_the_input_unchanged_by_any_monotone_contrast_curve():
+    gray = make_phantom(9, True)
+    ranked = prepare(gray, reference="ranks")
+    head = ranked.tensor[..., 0][ranked.head]
+    assert (ranked.tensor[..., 0][~ranked.head] == 0).all() and 0 < head.min() and head.max() < 1
+    assert abs(np.median(head) - 0.5) < 0.02  # every share of the head is equally common
+    def change(curve, reference):
+        clean, shown = prepare(gray, reference=reference), prepare(curve(gray).astype(np.float32), reference=reference)
+        return np.abs(shown.tensor[..., 0] - clean.tensor[..., 0])[clean.head & shown.head].mean()
+
+    # Strictly monotone curves move only what resizing mixes at edges; a window that clips the brightest merges
+    # their ranks, and still moves the input less than half as much as percentiles do.
+    for curve, most in ((lambda x: x**2.5, 0.03), (np.sqrt, 0.03), (lambda x: np.clip(1.6 * x, 0, 1) * 0.5, 0.07)):
+        assert change(curve, "ranks") < most and change(curve, "ranks") < 0.4 * change(curve, "head")
+    uniform = np.zeros((100, 100), np.float32)
+    uniform[20:80, 20:80] = 0.6
+    flat = prepare(uniform, reference="ranks")
+    assert abs(np.median(flat.tensor[..., 0][flat.head]) - 0.5) < 0.05  # one level: one rank, the middle
+
+
 def test_an_unknown_intensity_reference_is_refused():
     with pytest.raises(ValueError, match="intensity reference"):
         prepare(make_phantom(1, True), reference="brain")
