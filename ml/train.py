@@ -232,14 +232,14 @@ class KeepBest(keras.callbacks.Callback):
     and stops after `patience` epochs without improvement."""
 
     def __init__(self, network: keras.Model, images: np.ndarray, labels: np.ndarray, sources: np.ndarray,
-                 patience: int, verbose: int):
+                 patience: int, verbose: int, sharpness: float = SHARPNESS):
         super().__init__()
         self.network, self.images, self.labels, self.sources = network, images, labels, sources
-        self.patience, self.verbose = patience, verbose
+        self.patience, self.verbose, self.sharpness = patience, verbose, sharpness
         self.best, self.best_epoch, self.best_weights, self.rows = -1.0, 0, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = slice_logits(self.network, self.images)
+        logits = slice_logits(self.network, self.images, sharpness=self.sharpness)
         per_source = source_aucs(self.labels, logits, self.sources)
         score = float(np.nanmean(list(per_source.values())))
         row = {key: float(value) for key, value in (logs or {}).items()}
@@ -310,7 +310,7 @@ def fit(dataset: Dataset, split: Split, config: TrainConfig, verbose: int = 1) -
     )
     validation = split.validation
     keep = KeepBest(network, dataset.images[validation], dataset.labels[validation],
-                    dataset.column("source")[validation], config.patience, verbose)
+                    dataset.column("source")[validation], config.patience, verbose, config.sharpness)
     # SwapEMAWeights goes first, so that KeepBest validates and keeps the average, not the raw weights.
     average = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.weight_average > 0 else []
     trainer.fit(batches, epochs=config.epochs, callbacks=[*average, keep], verbose=2 if verbose else 0)
