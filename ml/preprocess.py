@@ -229,7 +229,7 @@ def head_ranks(values: np.ndarray, head: np.ndarray) -> np.ndarray:
     out = np.zeros(values.shape, np.float32)
     if np.count_nonzero(head) < 16:
         return out
-    levels, position, counts = np.unique(values[head], return_inverse=True, return_counts=True)
+    _, position, counts = np.unique(values[head], return_inverse=True, return_counts=True)
     out[head] = ((np.cumsum(counts) - counts / 2) / counts.sum())[position]
     return out
 
